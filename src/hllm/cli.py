@@ -1,0 +1,258 @@
+"""The ``hllm`` command line. Heavy libraries are imported inside the command that needs them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from hllm import __version__
+
+app = typer.Typer(help="HLLM: train, evaluate and serve a hierarchical LLM recommender.", no_args_is_help=True)
+data_app = typer.Typer(help="Read, validate, synthesise and download datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console(stderr=True)
+out = Console()
+logger = logging.getLogger("hllm")
+T = TypeVar("T")
+
+# Exit codes: 1 = the data was read but the validation gate rejected it; 2 = unusable input or arguments.
+EXIT_GATE_FAILED = 1
+EXIT_BAD_INPUT = 2
+_TELEMETRY_OFF = {
+    "GX_ANALYTICS_ENABLED": "false",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "DO_NOT_TRACK": "1",
+    "FEAST_USAGE": "False",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
+
+Policy = Annotated[str, typer.Option(help="strict: any failed expectation fails; quarantine: set bad rows aside.")]
+Fmt = Annotated[str, typer.Option("--format", "-f", help="auto | hllm | movielens | parquet")]
+ConfigPath = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (a 'data:' section or flat).")]
+Overrides = Annotated[list[str] | None, typer.Option("--set", help="key=value override, repeatable.")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Configure logging once and turn off third-party usage telemetry (unless the user set it)."""
+    for key, value in _TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("great_expectations", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _guarded(action: Callable[[], T]) -> T:
+    """Run ``action``; turn data and config errors into a clear message and an exit code, never a traceback."""
+    from hllm.data.schema import DataError
+    from hllm.data.validation import ValidationFailed
+
+    try:
+        return action()
+    except ValidationFailed as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_GATE_FAILED) from None
+    except (DataError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+def _data_config(config: Path | None, overrides: list[str] | None):  # -> DataConfig
+    from hllm.config import DataConfig, load_config
+
+    return load_config(DataConfig, config, overrides)
+
+
+def _default_report_dir(src: Path) -> Path:
+    return Path("runs") / "validate" / (src.resolve().name or "dataset")
+
+
+@data_app.command("validate")
+def data_validate(
+    path: Annotated[Path, typer.Argument(help="Dataset folder (any supported format).")],
+    policy: Policy = "strict",
+    fmt: Fmt = "auto",
+    name: Annotated[str | None, typer.Option(help="Which dataset/<name>.csv in the official folder form.")] = None,
+    report_dir: Annotated[Path | None, typer.Option(help="Where reports go [default: runs/validate/<name>].")] = None,
+    config: ConfigPath = None,
+    overrides: Overrides = None,
+) -> None:
+    """Run the validation gate on PATH; exit 1 when it fails, 2 when PATH cannot be read."""
+    report = _guarded(
+        lambda: _gate(path, fmt, name, policy, report_dir or _default_report_dir(path), config, overrides)
+    )
+    _print_report(report)
+
+
+@data_app.command("prepare")
+def data_prepare(
+    src: Annotated[Path, typer.Argument(help="Source dataset folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the Parquet tables.")],
+    fmt: Fmt = "auto",
+    name: Annotated[str | None, typer.Option(help="Which dataset/<name>.csv in the official folder form.")] = None,
+    policy: Policy = "strict",
+    config: ConfigPath = None,
+    overrides: Overrides = None,
+) -> None:
+    """Read SRC, validate it and write canonical Parquet tables (+ validation reports) to --out."""
+
+    def action():
+        report = _gate(src, fmt, name, policy, out_dir / "validation", config, overrides)
+        report.dataset.save(out_dir)
+        return report
+
+    report = _guarded(action)
+    _print_report(report)
+    out.print(f"wrote {out_dir / 'interactions.parquet'} and {out_dir / 'items.parquet'}")
+
+
+def _gate(src, fmt, name, policy, report_dir, config, overrides):
+    from hllm.data.readers import read_raw
+    from hllm.data.validation import require_pass, validate_tables
+
+    data_config = _data_config(config, overrides)
+    raw = read_raw(src, fmt, name=name)
+    console.print(f"read {len(raw.interactions):,} interactions and {len(raw.items):,} items ({raw.format})")
+    report = validate_tables(raw, data_config, policy=policy, report_dir=report_dir)
+    require_pass(report)
+    return report
+
+
+def _print_report(report) -> None:
+    counts = report.counts
+    for table in ("interactions", "items"):
+        c = counts[table]
+        out.print(f"{table}: {c['accepted']:,} accepted, {c['rejected']:,} rejected of {c['read']:,}")
+    for check in report.failed_checks:
+        out.print(escape(f"  quarantined {check.unexpected_count} row(s): [{check.column}] {check.description}"))
+    if report.report_dir:
+        out.print(f"summary: {Path(report.report_dir) / 'summary.json'}")
+        out.print(f"data docs: {Path(report.report_dir) / 'data_docs' / 'index.html'}")
+    out.print(f"[green]validation passed[/green] ({report.policy}); fingerprint {report.dataset.fingerprint()}")
+
+
+@data_app.command("synth")
+def data_synth(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same dataset.")] = 0,
+    users: Annotated[int | None, typer.Option(help="Number of users.")] = None,
+    items: Annotated[int | None, typer.Option(help="Number of items.")] = None,
+    as_parquet: Annotated[
+        bool, typer.Option("--parquet", help="Write Parquet instead of the HLLM CSV layout.")
+    ] = False,
+) -> None:
+    """Write the deterministic synthetic demo dataset (HLLM CSV layout by default)."""
+    from hllm.data.synth import SynthConfig, generate
+
+    def action():
+        kwargs = {"seed": seed}
+        if users is not None:
+            kwargs["n_users"] = users
+        if items is not None:
+            kwargs["n_items"] = items
+        dataset = generate(SynthConfig(**kwargs))
+        return dataset.save(out_dir) if as_parquet else dataset.save_csv(out_dir), dataset
+
+    folder, dataset = _guarded(action)
+    out.print(
+        f"wrote {dataset.num_users:,} users, {dataset.num_items:,} items, "
+        f"{len(dataset.interactions):,} interactions to {folder}"
+    )
+
+
+@data_app.command("download")
+def data_download(
+    name: Annotated[str, typer.Argument(help="movielens-1m | movielens-25m | movielens-100k")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Download folder.")] = Path("data/raw"),
+) -> None:
+    """Download a public dataset from its publisher, verify its checksum and unpack it."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from hllm.data.download import download_dataset
+
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
+        task = bar.add_task(name, total=None)
+
+        def progress(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        folder = _guarded(lambda: download_dataset(name, out_dir, progress=progress))
+    out.print(f"unpacked to {folder}; next: hllm data prepare {folder} --out data/{name}")
+
+
+@app.command("run")
+def run(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/demo"),
+    seed: Annotated[int, typer.Option(help="Seed of the demo dataset.")] = 0,
+    src: Annotated[Path | None, typer.Option(help="Use this dataset folder instead of the demo dataset.")] = None,
+    policy: Policy = "strict",
+) -> None:
+    """Run the main job locally: demo data -> validation gate -> Parquet -> splits.
+
+    Later stages (features, item embedding, training, evaluation, registration) join this command as they
+    land; see the README's status table.
+    """
+    from hllm.data.splits import cut_at_quantile, leave_one_out, temporal_cut
+    from hllm.data.synth import SynthConfig, generate
+
+    started = time.perf_counter()
+    steps: dict[str, str] = {}
+    if src is None:
+        src = out_dir / "raw"
+        generate(SynthConfig(seed=seed)).save_csv(src)
+        steps["synth"] = str(src)
+        console.print(f"[1/3] synthetic demo dataset (seed {seed}) -> {src}")
+    prepared = out_dir / "data"
+    report = _guarded(lambda: _gate(src, "auto", None, policy, prepared / "validation", None, None))
+    report.dataset.save(prepared)
+    steps["validate"] = str(prepared / "validation" / "summary.json")
+    steps["prepare"] = str(prepared)
+    console.print(f"[2/3] validation gate passed ({policy}) -> {prepared}")
+    interactions = report.dataset.interactions
+    split = leave_one_out(interactions)
+    cut = temporal_cut(interactions, cut_at_quantile(interactions, 0.9))
+    stats = {
+        "users": len(split.users),
+        "items": report.dataset.num_items,
+        "interactions": len(interactions),
+        "train_interactions": int(split.users["train"].map(len).sum()),
+        "temporal_cut": cut.cut,
+        "cold_items_after_cut": len(cut.cold_items),
+        "cold_target_events": int(cut.events["cold"].sum()),
+        "fingerprint": report.dataset.fingerprint(),
+    }
+    (out_dir / "splits.json").write_text(json.dumps(stats, indent=2) + "\n")
+    steps["splits"] = str(out_dir / "splits.json")
+    console.print(f"[3/3] leave-one-out and temporal-cut splits -> {out_dir / 'splits.json'}")
+    out.print(json.dumps({"elapsed_s": round(time.perf_counter() - started, 1), "artifacts": steps, **stats}, indent=2))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
