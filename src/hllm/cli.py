@@ -65,8 +65,16 @@ def main(
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    for noisy in ("great_expectations", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_quiet_third_parties)
+
+
+_NOISY = ("great_expectations", "urllib3", "filelock", "matplotlib", "DeepSpeed", "deepspeed")
+
+
+def _quiet_third_parties(record: logging.LogRecord) -> bool:
+    """Drop third-party INFO chatter; a filter on the handler, since libraries reset their own logger levels."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(_NOISY)
 
 
 def _guarded(action: Callable[[], T]) -> T:
@@ -100,7 +108,7 @@ def data_validate(
     policy: Policy = "strict",
     fmt: Fmt = "auto",
     name: Annotated[str | None, typer.Option(help="Which dataset/<name>.csv in the official folder form.")] = None,
-    report_dir: Annotated[Path | None, typer.Option(help="Where reports go [default: runs/validate/<name>].")] = None,
+    report_dir: Annotated[Path | None, typer.Option(help="Where reports go \\[default: runs/validate/<name>].")] = None,
     config: ConfigPath = None,
     overrides: Overrides = None,
 ) -> None:
@@ -135,8 +143,11 @@ def data_prepare(
 
 def _gate(src, fmt, name, policy, report_dir, config, overrides):
     from hllm.data.readers import read_raw
-    from hllm.data.validation import require_pass, validate_tables
+    from hllm.data.schema import DataError
+    from hllm.data.validation import POLICIES, require_pass, validate_tables
 
+    if policy not in POLICIES:
+        raise DataError(f"unknown policy '{policy}', expected one of {list(POLICIES)}")
     data_config = _data_config(config, overrides)
     raw = read_raw(src, fmt, name=name)
     console.print(f"read {len(raw.interactions):,} interactions and {len(raw.items):,} items ({raw.format})")
@@ -233,6 +244,7 @@ def run(
     report = _guarded(lambda: _gate(src, "auto", None, policy, prepared / "validation", None, None))
     report.dataset.save(prepared)
     steps["validate"] = str(prepared / "validation" / "summary.json")
+    steps["data_docs"] = str(prepared / "validation" / "data_docs" / "index.html")
     steps["prepare"] = str(prepared)
     console.print(f"[2/3] validation gate passed ({policy}) -> {prepared}")
     interactions = report.dataset.interactions

@@ -101,6 +101,12 @@ def _official_pair(src: Path, name: str | None) -> tuple[Path, Path]:
 
 def read_hllm(src: Path, *, name: str | None = None) -> RawTables:
     """Read the official HLLM CSV layout (flat or ``dataset/`` + ``information/`` folders)."""
+    if not (src / "interactions.csv").exists() and not (src / "dataset").is_dir():
+        raise DataError(
+            "not in the HLLM layout: expected interactions.csv + items.csv, or dataset/<name>.csv + "
+            "information/<name>.csv (try --format auto)",
+            path=src,
+        )
     if (src / "interactions.csv").exists():
         interactions_path = src / "interactions.csv"
         items_path = next((src / f for f in _FLAT_ITEM_FILES if (src / f).exists()), src / "items.csv")
