@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import write_hllm
+from testdata import write_hllm
 
 from hllm.config import DataConfig
 from hllm.data.readers import read_raw

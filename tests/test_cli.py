@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import GOOD_INTERACTIONS, GOOD_ITEMS, write_hllm
+from testdata import GOOD_INTERACTIONS, GOOD_ITEMS, write_hllm
 from typer.testing import CliRunner
 
 from hllm.cli import EXIT_BAD_INPUT, EXIT_GATE_FAILED, app

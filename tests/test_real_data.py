@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
-from conftest import shared_dataset
+from testdata import shared_dataset
 
 from hllm.data.readers import read_raw
 from hllm.data.splits import leave_one_out, temporal_cut

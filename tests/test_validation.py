@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import GOOD_INTERACTIONS, GOOD_ITEMS, write_hllm
+from testdata import GOOD_INTERACTIONS, GOOD_ITEMS, write_hllm
 
 from hllm.config import DataConfig, load_config
 from hllm.data.expectations import INTERACTIONS_SUITE, ITEMS_SUITE, USERS_SUITE

@@ -1,0 +1,1 @@
+"""Training: batches, the DeepSpeed trainer and its configuration."""

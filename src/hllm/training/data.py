@@ -1,0 +1,133 @@
+"""Training and evaluation batches shared by every recommender (HLLM and the SASRec baseline).
+
+Items are integer indices into an `ItemVocab` (0 is padding). Training samples follow HLLM.md: each user's
+training sequence (all but the last two items) is cut into windows of ``max_len + 1`` items, taken from the
+end so the most recent items are never dropped; a causal model predicts item ``i + 1`` at position ``i`` of a
+window. Batches are LEFT padded (the User LLM's convention): the newest item is always the last column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hllm.data.schema import DataError
+from hllm.data.splits import LeaveOneOut
+
+PAD = 0
+
+
+@dataclass
+class ItemVocab:
+    """Item id <-> index; index 0 is padding, catalogue items are 1..N in item-table order."""
+
+    ids: list[str]
+
+    def __post_init__(self) -> None:
+        self.index = {item_id: i for i, item_id in enumerate(self.ids)}
+        if len(self.index) != len(self.ids):
+            raise DataError("duplicate item ids in the vocabulary", column="item_id")
+
+    @classmethod
+    def from_items(cls, items: pd.DataFrame) -> ItemVocab:
+        return cls(["<pad>", *items["item_id"].astype(str).tolist()])
+
+    @property
+    def num_items(self) -> int:
+        """Catalogue size (padding excluded)."""
+        return len(self.ids) - 1
+
+    def encode(self, item_ids: Sequence[str]) -> list[int]:
+        """Indices of ``item_ids``; an id outside the catalogue is an error naming it."""
+        try:
+            return [self.index[i] for i in item_ids]
+        except KeyError as exc:
+            raise DataError(f"item {exc.args[0]!r} is not in the item table", column="item_id") from None
+
+
+def windows(sequence: Sequence[int], max_len: int) -> list[list[int]]:
+    """Cut one sequence into windows of at most ``max_len + 1`` items, newest first; drop windows of 1 item."""
+    size = max_len + 1
+    out = []
+    end = len(sequence)
+    while end > 1:
+        start = max(0, end - size)
+        out.append(list(sequence[start:end]))
+        end = start
+    return [w for w in out if len(w) >= 2]
+
+
+def left_pad(rows: Sequence[Sequence[int]], length: int | None = None) -> torch.Tensor:
+    """(B, L) LongTensor, rows right-aligned, padded with `PAD` on the left; rows longer than L keep the tail."""
+    length = length or max(len(r) for r in rows)
+    out = torch.zeros(len(rows), length, dtype=torch.long)
+    for i, row in enumerate(rows):
+        tail = list(row)[-length:]
+        if tail:
+            out[i, length - len(tail) :] = torch.tensor(tail, dtype=torch.long)
+    return out
+
+
+class TrainWindows(torch.utils.data.Dataset):
+    """Training windows of every user (see module docstring)."""
+
+    def __init__(self, sequences: Sequence[Sequence[int]], max_len: int) -> None:
+        self.max_len = max_len
+        self.samples = [w for seq in sequences for w in windows(seq, max_len)]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> list[int]:
+        return self.samples[i]
+
+    @staticmethod
+    def collate(batch: list[list[int]]) -> dict[str, torch.Tensor]:
+        """``items`` (B, L+1) left padded; ``inputs`` = items[:, :-1], ``targets`` = items[:, 1:] (0 = ignore)."""
+        items = left_pad(batch)
+        return {"items": items, "inputs": items[:, :-1], "targets": items[:, 1:]}
+
+
+@dataclass
+class EvalSet:
+    """One evaluation split: per user, history indices (all of them, for masking), and the target."""
+
+    user_ids: list[str]
+    histories: list[list[int]]
+    targets: torch.Tensor  # (U,)
+
+    def batches(self, batch_size: int, max_len: int) -> Iterator[tuple[slice, torch.Tensor]]:
+        """(slice of users, (B, max_len) left-padded recent histories)."""
+        for start in range(0, len(self.user_ids), batch_size):
+            part = slice(start, min(start + batch_size, len(self.user_ids)))
+            yield part, left_pad(self.histories[part], max_len)
+
+    def exclusions(self) -> list[torch.Tensor]:
+        """Per user, the items already in the history: masked in full ranking (HLLM protocol)."""
+        return [torch.tensor(sorted(set(h)), dtype=torch.long) for h in self.histories]
+
+
+def eval_set(split: LeaveOneOut, vocab: ItemVocab, which: str) -> EvalSet:
+    """The ``valid`` or ``test`` targets of a leave-one-out split as an `EvalSet`."""
+    frame = split.targets(which)
+    return EvalSet(
+        user_ids=frame["user_id"].tolist(),
+        histories=[vocab.encode(h) for h in frame["history"]],
+        targets=torch.tensor(vocab.encode(frame["target"].tolist()), dtype=torch.long),
+    )
+
+
+def train_sequences(split: LeaveOneOut, vocab: ItemVocab) -> list[list[int]]:
+    return [vocab.encode(seq) for seq in split.users["train"]]
+
+
+def item_popularity(sequences: Sequence[Sequence[int]], num_items: int) -> np.ndarray:
+    """(N + 1,) interaction counts per item index in the training sequences."""
+    counts = np.zeros(num_items + 1, dtype=np.int64)
+    for seq in sequences:
+        np.add.at(counts, np.asarray(seq, dtype=np.int64), 1)
+    return counts
