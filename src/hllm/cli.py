@@ -304,14 +304,22 @@ def run(
     seed: Annotated[int, typer.Option(help="Seed of the demo dataset.")] = 0,
     src: Annotated[Path | None, typer.Option(help="Use this dataset folder instead of the demo dataset.")] = None,
     policy: Policy = "strict",
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Run config [default: the demo's].")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="section.key=value, repeatable.")] = None,
 ) -> None:
-    """Run the main job locally: demo data -> validation gate -> Parquet -> splits.
+    """Run the main job locally: demo data -> validation gate -> Parquet -> splits -> train -> evaluate.
 
-    Later stages (features, item embedding, training, evaluation, registration) join this command as they
-    land; see the README's status table.
+    Later stages (Feast features, registration, serving) join this command as they land.
     """
+    from importlib.resources import files
+
     from hllm.data.splits import cut_at_quantile, leave_one_out, temporal_cut
     from hllm.data.synth import SynthConfig, generate
+    from hllm.evaluation.baselines import popularity_metrics
+    from hllm.evaluation.evaluate import evaluate_dataset
+    from hllm.predictor import Predictor
+    from hllm.training.build import load_run_config, run_training
+    from hllm.training.data import ItemVocab
 
     started = time.perf_counter()
     steps: dict[str, str] = {}
@@ -319,31 +327,48 @@ def run(
         src = out_dir / "raw"
         generate(SynthConfig(seed=seed)).save_csv(src)
         steps["synth"] = str(src)
-        console.print(f"[1/3] synthetic demo dataset (seed {seed}) -> {src}")
+        console.print(f"[1/5] synthetic demo dataset (seed {seed}) -> {src}")
     prepared = out_dir / "data"
     report = _guarded(lambda: _gate(src, "auto", None, policy, prepared / "validation", None, None))
-    report.dataset.save(prepared)
-    steps["validate"] = str(prepared / "validation" / "summary.json")
-    steps["data_docs"] = str(prepared / "validation" / "data_docs" / "index.html")
-    steps["prepare"] = str(prepared)
-    console.print(f"[2/3] validation gate passed ({policy}) -> {prepared}")
-    interactions = report.dataset.interactions
+    dataset = report.dataset
+    dataset.save(prepared)
+    steps.update(
+        validate=str(prepared / "validation" / "summary.json"),
+        data_docs=str(prepared / "validation" / "data_docs" / "index.html"),
+        prepare=str(prepared),
+    )
+    console.print(f"[2/5] validation gate passed ({policy}) -> {prepared}")
+    interactions = dataset.interactions
     split = leave_one_out(interactions)
     cut = temporal_cut(interactions, cut_at_quantile(interactions, 0.9))
     stats = {
         "users": len(split.users),
-        "items": report.dataset.num_items,
+        "items": dataset.num_items,
         "interactions": len(interactions),
         "train_interactions": int(split.users["train"].map(len).sum()),
         "temporal_cut": cut.cut,
         "cold_items_after_cut": len(cut.cold_items),
         "cold_target_events": int(cut.events["cold"].sum()),
-        "fingerprint": report.dataset.fingerprint(),
+        "fingerprint": dataset.fingerprint(),
     }
     (out_dir / "splits.json").write_text(json.dumps(stats, indent=2) + "\n")
     steps["splits"] = str(out_dir / "splits.json")
-    console.print(f"[3/3] leave-one-out and temporal-cut splits -> {out_dir / 'splits.json'}")
-    out.print(json.dumps({"elapsed_s": round(time.perf_counter() - started, 1), "artifacts": steps, **stats}, indent=2))
+    console.print(f"[3/5] leave-one-out and temporal-cut splits -> {out_dir / 'splits.json'}")
+    run_config = _guarded(lambda: load_run_config(config or files("hllm") / "configs" / "demo.yaml", overrides))
+    result = _guarded(lambda: run_training(dataset, run_config, out_dir / "train"))
+    steps.update(model=str(out_dir / "train" / "model"), curve=str(out_dir / "train" / "curve.png"))
+    console.print(f"[4/5] trained {run_config.train.model} ({result.stopped}, best epoch {result.best_epoch})")
+    metrics = evaluate_dataset(Predictor.load(out_dir / "train" / "model"), dataset)
+    metrics["popularity_test"] = popularity_metrics(split, ItemVocab.from_items(dataset.items))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    steps["metrics"] = str(out_dir / "metrics.json")
+    console.print(f"[5/5] evaluated (full ranking, history masked) -> {out_dir / 'metrics.json'}")
+    headline = {
+        name: {k: round(m[k], 4) for k in ("recall@10", "ndcg@10", "recall@200")}
+        for name, m in (("hllm_test", metrics["test"]), ("popularity_test", metrics["popularity_test"]))
+    }
+    summary = {"elapsed_s": round(time.perf_counter() - started, 1), "artifacts": steps, "data": stats, **headline}
+    out.print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,7 +22,6 @@ from hllm.evaluation.ranking import topk_scores
 from hllm.training.data import PAD, left_pad
 
 logger = logging.getLogger(__name__)
-VECTORS_FILE = "item_vectors.safetensors"
 
 
 def load_task(model_dir: str | Path, items: pd.DataFrame | None = None):
@@ -66,20 +65,14 @@ class Predictor:
 
     @classmethod
     def load(cls, model_dir: str | Path, items: pd.DataFrame | None = None, max_len: int = 50) -> Predictor:
-        """Load ``model_dir``; item vectors come from its ``item_vectors.safetensors`` or are computed."""
+        """Load ``model_dir``; HLLM item vectors come from its ``item_vectors.safetensors`` or from ``items``."""
         folder = Path(model_dir)
         task = load_task(folder, items)
         ids_file = folder / "item_ids.json"
         if not ids_file.is_file():
             raise DataError("missing item_ids.json: the catalogue of this model is unknown", path=folder)
         item_ids = json.loads(ids_file.read_text())
-        if (folder / VECTORS_FILE).is_file():
-            from safetensors.torch import load_file
-
-            vectors = load_file(str(folder / VECTORS_FILE))["vectors"]
-        else:
-            vectors = task.item_vectors()
-        return cls(task, item_ids, vectors, max_len=max_len)
+        return cls(task, item_ids, task.item_vectors(), max_len=max_len)
 
     def encode_histories(self, histories: Sequence[Sequence[str]]) -> list[list[int]]:
         """Item ids -> indices; ids outside the catalogue are named in the error."""
@@ -113,11 +106,3 @@ class Predictor:
             [(self.item_ids[int(i) - 1], float(s)) for s, i in zip(row_s, row_i, strict=True) if int(i) > 0]
             for row_s, row_i in zip(scores, top, strict=True)
         ]
-
-    def save_vectors(self, model_dir: str | Path) -> Path:
-        """Write the catalogue's item vectors next to the model, so loading skips the Item LLM."""
-        from safetensors.torch import save_file
-
-        path = Path(model_dir) / VECTORS_FILE
-        save_file({"vectors": self.raw_vectors.contiguous()}, str(path))
-        return path

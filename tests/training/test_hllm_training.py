@@ -185,3 +185,15 @@ def test_cli_train_and_evaluate(dataset, tmp_path: Path) -> None:
     assert set(json.loads((tmp_path / "m.json").read_text())) == {"valid", "test"}
     bad = runner.invoke(app, ["train", str(data), "--out", str(tmp_path / "x"), "--set", "lr=-1"])
     assert bad.exit_code == 2 and "lr=-1" in bad.output
+
+
+def test_item_id_in_target_round_trips_through_the_predictor(dataset, tmp_path: Path) -> None:
+    overrides = [*_overrides(epochs=1), "hllm.use_item_id_embedding=true", "hllm.item_id_in_target=true"]
+    result = run_training(dataset, load_run_config(None, overrides), tmp_path, progress=False)
+    predictor = Predictor.load(tmp_path / "model")
+    # the scored vectors are text vector + id vector, so they differ from the stored Item LLM vectors
+    assert not torch.allclose(predictor.raw_vectors, predictor.task.cache)
+    metrics = evaluate_dataset(predictor, dataset)["valid"]
+    assert metrics["ndcg@10"] == pytest.approx(result.best_metrics["ndcg@10"], abs=1e-5)
+    with pytest.raises(ValueError, match="cached mode only"):
+        build_task(load_run_config(None, [*overrides, "mode=end_to_end"]), dataset, ItemVocab.from_items(dataset.items))

@@ -61,6 +61,10 @@ class HLLMConfig(PretrainedConfig):
             only for backbones that are causal by construction: an encoder left bidirectional would see item i+1.
         use_item_id_embedding: add a learnable item-id embedding to each item vector fed to the User LLM.
         num_item_ids: rows of that table (ids are ``0 .. num_item_ids - 1``); required when it is used.
+        item_id_in_target: also add the item-id embedding to the item vector the User LLM's output is scored
+            against (positives, negatives, ranking), not only to its inputs: the item representation becomes
+            text vector + id vector. Items never trained keep a near-zero id vector, so cold items are ranked by
+            their text. Needs ``use_item_id_embedding``.
         use_timestamp_embedding: add a learnable embedding of the time gap to the previous item of the sequence.
         num_timestamp_buckets: rows of that table. Bucket 0 means "no previous item" (first item, padding);
             bucket ``1 + floor(log2(1 + gap_seconds))`` otherwise, clamped to ``num_timestamp_buckets - 1``
@@ -93,6 +97,7 @@ class HLLMConfig(PretrainedConfig):
         user_is_decoder: bool = True,
         use_item_id_embedding: bool = False,
         num_item_ids: int = 0,
+        item_id_in_target: bool = False,
         use_timestamp_embedding: bool = False,
         num_timestamp_buckets: int = 32,
         logit_scale_init: float = DEFAULT_LOGIT_SCALE_INIT,
@@ -115,6 +120,7 @@ class HLLMConfig(PretrainedConfig):
         self.user_is_decoder = user_is_decoder
         self.use_item_id_embedding = use_item_id_embedding
         self.num_item_ids = num_item_ids
+        self.item_id_in_target = item_id_in_target
         self.use_timestamp_embedding = use_timestamp_embedding
         self.num_timestamp_buckets = num_timestamp_buckets
         self.logit_scale_init = logit_scale_init
@@ -153,7 +159,7 @@ class HLLMConfig(PretrainedConfig):
                 errors.append(f"{name} must be a positive integer, got {value!r}")
         if self.item_pooling not in ITEM_POOLINGS:
             errors.append(f"item_pooling must be one of {ITEM_POOLINGS}, got {self.item_pooling!r}")
-        for name in ("user_is_decoder", "use_item_id_embedding", "use_timestamp_embedding"):
+        for name in ("user_is_decoder", "use_item_id_embedding", "item_id_in_target", "use_timestamp_embedding"):
             if not isinstance(getattr(self, name), bool):
                 errors.append(f"{name} must be a bool, got {getattr(self, name)!r}")
         ids = self.num_item_ids
@@ -161,6 +167,8 @@ class HLLMConfig(PretrainedConfig):
             errors.append(f"num_item_ids must be a non-negative integer, got {ids!r}")
         elif self.use_item_id_embedding and ids < 1:
             errors.append(f"use_item_id_embedding=True needs num_item_ids >= 1, got {ids}")
+        if self.item_id_in_target is True and not self.use_item_id_embedding:
+            errors.append("item_id_in_target=True needs use_item_id_embedding=True")
         buckets = self.num_timestamp_buckets
         if self.use_timestamp_embedding and isinstance(buckets, int) and buckets < 2:
             errors.append(f"num_timestamp_buckets must be >= 2, got {self.num_timestamp_buckets}")

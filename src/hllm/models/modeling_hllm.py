@@ -361,7 +361,9 @@ class HLLM(PreTrainedModel):
             ValueError: when an auxiliary input the config asks for is missing.
         """
         inputs = item_vectors  # (B, L, D)
-        if self.item_id_embedding is not None:
+        # With item_id_in_target the id vector is part of the item vector already (added by the caller, who
+        # scores against the same sum), so it is not added a second time here.
+        if self.item_id_embedding is not None and not self.config.item_id_in_target:
             if item_ids is None:
                 raise ValueError("use_item_id_embedding is on: forward_user needs item_ids")
             inputs = inputs + self.item_id_embedding(item_ids)

@@ -86,6 +86,8 @@ class HLLMTask:
         self.tokenizer = tokenizer
         self.num_items = len(item_ids) - 1
         self.collapse = CollapseDetector(min_fraction=config.collapse_fraction, patience=3)
+        if model.config.item_id_in_target and config.mode != "cached":
+            raise ValueError("item_id_in_target is supported in cached mode only")
         _trainable_layers(model, config.mode, config.partial_layers)
         self.cache: Tensor | None = cache
         if config.mode == "cached" and cache is None:
@@ -120,14 +122,12 @@ class HLLMTask:
         negatives = self._negatives()
         use_ids = self.model.config.use_item_id_embedding
         if self.cache is not None:
-            sequence = self.cache[items]  # (B, L+1, D)
-            user = self.model.forward_user(
-                sequence[:, :-1], real[:, :-1].long(), item_ids=items[:, :-1] if use_ids else None
-            )
+            sequence = self._represent(self.cache[items], items)  # (B, L+1, D)
+            user = self._forward_user(sequence[:, :-1], items[:, :-1])
             result = generative_infonce(
                 user,
                 sequence[:, 1:],
-                self.cache[negatives],
+                self._represent(self.cache[negatives], negatives),
                 real[:, :-1] & real[:, 1:],
                 self.model.logit_scale,
                 logit_scale_min=self.model.config.logit_scale_min,
@@ -151,21 +151,30 @@ class HLLMTask:
         self.collapse.check(stats)
         return loss, {k: float(v) for k, v in stats.items()}
 
+    def _represent(self, vectors: Tensor, ids: Tensor) -> Tensor:
+        """Item vectors as scored: the Item LLM's, plus the id embedding when ``item_id_in_target``."""
+        if self.model.config.item_id_in_target:
+            return vectors + self.model.item_id_embedding(ids)
+        return vectors
+
+    def _forward_user(self, sequence: Tensor, ids: Tensor) -> Tensor:
+        """User LLM over represented item vectors; the id embedding is added here only if not already in."""
+        config = self.model.config
+        add_ids = config.use_item_id_embedding and not config.item_id_in_target
+        return self.model.forward_user(sequence, (ids != 0).long(), item_ids=ids if add_ids else None)
+
     def after_step(self) -> None:
         self.model.clamp_logit_scale_()
 
     @torch.no_grad()
     def item_vectors(self) -> Tensor:
-        return self.cache if self.cache is not None else self.encode_catalogue()
+        vectors = self.cache if self.cache is not None else self.encode_catalogue()
+        return self._represent(vectors, torch.arange(len(vectors)))
 
     @torch.no_grad()
     def user_vectors(self, histories: Tensor, item_vectors: Tensor) -> Tensor:
-        """Last User-LLM output for (B, L) left-padded histories, given the (N + 1, D) item vectors."""
-        use_ids = self.model.config.use_item_id_embedding
-        outputs = self.model.forward_user(
-            item_vectors[histories], (histories != 0).long(), item_ids=histories if use_ids else None
-        )
-        return outputs[:, -1].float()
+        """Last User-LLM output for (B, L) left-padded histories, given the (N + 1, D) `item_vectors`."""
+        return self._forward_user(item_vectors[histories], histories)[:, -1].float()
 
     def export(self, out_dir: Path) -> None:
         """``save_pretrained`` (safetensors + config), the tokenizer, the catalogue ids and item vectors."""
@@ -176,7 +185,8 @@ class HLLMTask:
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(str(out_dir))
         (out_dir / "item_ids.json").write_text(json.dumps(self.item_ids[1:]) + "\n")
-        save_file({"vectors": self.item_vectors().float().contiguous()}, str(out_dir / VECTORS_FILE))
+        raw = self.cache if self.cache is not None else self.encode_catalogue()  # Item LLM output, unrepresented
+        save_file({"vectors": raw.float().contiguous()}, str(out_dir / VECTORS_FILE))
         (out_dir / "train_mode.json").write_text(json.dumps({"mode": self.config.mode}) + "\n")
 
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from hllm.config import TrainConfig, deepspeed_config
 from hllm.evaluation.ranking import evaluate_ranking
 from hllm.models.loss import EmbeddingCollapseError
-from hllm.training.data import EvalSet, TrainWindows
+from hllm.training.data import EvalSet, LengthBatches, TrainWindows
 from hllm.training.tasks import RecTask
 
 logger = logging.getLogger(__name__)
@@ -105,8 +105,13 @@ def train(
     *,
     resume: bool = False,
     show_progress: bool = True,
+    length_batching: bool = False,
 ) -> TrainResult:
-    """Train ``task`` with DeepSpeed and keep the best validation weights in ``out_dir/model``."""
+    """Train ``task`` with DeepSpeed and keep the best validation weights in ``out_dir/model``.
+
+    ``length_batching`` (one process only) batches windows of similar length with equal target counts
+    (`LengthBatches`): about 10x less padding compute on short-sequence data such as Amazon reviews.
+    """
     _prepare_distributed_env()
     import deepspeed
     import deepspeed.ops
@@ -124,15 +129,21 @@ def train(
     world = int(os.environ.get("WORLD_SIZE", "1"))
     sampler = torch.utils.data.DistributedSampler(dataset, shuffle=True, seed=config.seed) if world > 1 else None
     generator = torch.Generator().manual_seed(config.seed)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        collate_fn=TrainWindows.collate,
-        generator=generator,
-        drop_last=False,
-    )
+    if length_batching:
+        if world > 1:
+            raise ValueError("length_batching supports one process only")
+        sampler = LengthBatches([len(w) for w in dataset.samples], config.batch_size, seed=config.seed)
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=TrainWindows.collate)
+    else:
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=config.batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            collate_fn=TrainWindows.collate,
+            generator=generator,
+            drop_last=False,
+        )
     total_steps = config.epochs * math.ceil(len(loader) / config.grad_accum)
     bf16 = _use_bf16(config)
     ds_config = deepspeed_config(config, total_steps, bf16)
