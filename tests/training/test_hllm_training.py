@@ -197,3 +197,10 @@ def test_item_id_in_target_round_trips_through_the_predictor(dataset, tmp_path: 
     assert metrics["ndcg@10"] == pytest.approx(result.best_metrics["ndcg@10"], abs=1e-5)
     with pytest.raises(ValueError, match="cached mode only"):
         build_task(load_run_config(None, [*overrides, "mode=end_to_end"]), dataset, ItemVocab.from_items(dataset.items))
+
+
+def test_negatives_come_from_training_items_only(dataset) -> None:
+    task = build_task(load_run_config(None, _overrides()), dataset, ItemVocab.from_items(dataset.items))
+    assert set(task._negatives().tolist()) <= set(range(1, 49)) and len(set(task._negatives().tolist())) > 2
+    task.set_training_items(torch.tensor([0, 3, 5]))  # padding is never a negative
+    assert set(task._negatives().tolist()) == {3, 5}

@@ -137,14 +137,21 @@ class ItemLLM(nn.Module):
         set_activation_checkpointing(self.backbone, enabled)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Encode a right-padded batch of item texts.
+        """Encode a right-padded batch of item texts into ``(N, output_size)`` item vectors.
+
+        Equals ``proj(pooled(input_ids, attention_mask))``; see :meth:`pooled`.
+        """
+        return self.proj(self.pooled(input_ids, attention_mask))
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The backbone's item vectors before the projection (what a frozen-backbone cache stores).
 
         Args:
             input_ids: ``(N, T)`` token ids, right-padded.
             attention_mask: ``(N, T)``, 1 on real tokens.
 
         Returns:
-            ``(N, output_size)`` item vectors.
+            ``(N, hidden_size)``.
 
         Raises:
             ValueError: when rows are not right-padded.
@@ -158,16 +165,14 @@ class ItemLLM(nn.Module):
         if self.item_token is None:
             hidden = self._run(embeds, attention_mask)  # (N, T, H)
             weights = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
-            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (N, H)
-            return self.proj(pooled)
+            return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (N, H)
         # [ITEM] goes right after the last real token (index len_i), one more attended slot per row.
         slot = positions[None, :] == lengths[:, None]  # (N, T+1)
         embeds = F.pad(embeds, (0, 0, 0, 1))  # (N, T+1, H)
         embeds = torch.where(slot[..., None], self.item_token.to(embeds.dtype), embeds)
         mask = (positions[None, :] <= lengths[:, None]).to(attention_mask.dtype)  # (N, T+1)
         hidden = self._run(embeds, mask)  # (N, T+1, H)
-        item_vectors = hidden[torch.arange(n_items, device=hidden.device), lengths]  # (N, H)
-        return self.proj(item_vectors)
+        return hidden[torch.arange(n_items, device=hidden.device), lengths]  # (N, H)
 
     def _run(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # Default position ids (0, 1, ...) are right for right padding.

@@ -41,8 +41,12 @@ def _trainable_layers(model: HLLM, mode: str, partial_layers: int) -> None:
     item_llm = model.item_llm
     if mode == "end_to_end":
         return
-    for param in item_llm.parameters():
+    for param in item_llm.backbone.parameters():
         param.requires_grad_(False)
+    if item_llm.item_token is not None:
+        item_llm.item_token.requires_grad_(mode == "partial")
+    # The projection between the two LLMs (present when their sizes differ) is a head, not the Item LLM: it
+    # trains in every mode; in cached mode it is applied to the cached backbone vectors.
     if mode == "partial":
         layers = _layer_list(item_llm.backbone)
         for layer in layers[len(layers) - partial_layers :]:
@@ -95,7 +99,7 @@ class HLLMTask:
 
     @torch.no_grad()
     def encode_catalogue(self, show_progress: bool = False) -> Tensor:
-        """(N + 1, D) Item LLM vectors of every item (row 0 = padding row, zeros)."""
+        """(N + 1, H) Item LLM backbone vectors of every item, before the projection (row 0 = padding, zeros)."""
         from tqdm.auto import tqdm
 
         if self.tokens is None:
@@ -107,14 +111,25 @@ class HLLMTask:
         for start in tqdm(range(1, len(ids), ENCODE_BATCH), desc="embed items", disable=not show_progress):
             part = slice(start, start + ENCODE_BATCH)
             width = int(mask[part].sum(dim=1).max())
-            chunks.append(self.model.encode_items(ids[part, :width], mask[part, :width]).float())
+            chunks.append(self.model.item_llm.pooled(ids[part, :width], mask[part, :width]).float())
         self.model.train(was_training)
         vectors = torch.cat(chunks)
         return torch.cat([torch.zeros(1, vectors.shape[1]), vectors])
 
+    def set_training_items(self, items: Tensor) -> None:
+        """Draw negatives from these item indices only: the items of the training data.
+
+        An item that never occurs in training would otherwise only ever be a negative, and its id vector would
+        learn to push it down: exactly the cold items the text should make recommendable.
+        """
+        self.negative_items = items[items > 0]
+
     def _negatives(self) -> Tensor:
         # Uniformly sampled item ids (HLLM.md "Negatives"); index 0 is padding and never drawn.
-        return torch.randint(1, self.num_items + 1, (self.config.num_negatives,))
+        pool = getattr(self, "negative_items", None)
+        if pool is None or len(pool) == 0:
+            return torch.randint(1, self.num_items + 1, (self.config.num_negatives,))
+        return pool[torch.randint(0, len(pool), (self.config.num_negatives,))]
 
     def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         items = batch["items"]  # (B, L+1), left padded
@@ -151,8 +166,9 @@ class HLLMTask:
         self.collapse.check(stats)
         return loss, {k: float(v) for k, v in stats.items()}
 
-    def _represent(self, vectors: Tensor, ids: Tensor) -> Tensor:
-        """Item vectors as scored: the Item LLM's, plus the id embedding when ``item_id_in_target``."""
+    def _represent(self, pooled: Tensor, ids: Tensor) -> Tensor:
+        """Item vectors as scored, from backbone vectors: projected, plus the id embedding if ``item_id_in_target``."""
+        vectors = self.model.item_llm.proj(pooled)
         if self.model.config.item_id_in_target:
             return vectors + self.model.item_id_embedding(ids)
         return vectors
@@ -185,7 +201,7 @@ class HLLMTask:
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(str(out_dir))
         (out_dir / "item_ids.json").write_text(json.dumps(self.item_ids[1:]) + "\n")
-        raw = self.cache if self.cache is not None else self.encode_catalogue()  # Item LLM output, unrepresented
+        raw = self.cache if self.cache is not None else self.encode_catalogue()  # backbone vectors, pre-projection
         save_file({"vectors": raw.float().contiguous()}, str(out_dir / VECTORS_FILE))
         (out_dir / "train_mode.json").write_text(json.dumps({"mode": self.config.mode}) + "\n")
 

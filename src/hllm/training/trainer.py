@@ -123,6 +123,8 @@ def train(
     started = time.perf_counter()
 
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    if hasattr(task, "set_training_items"):
+        task.set_training_items(torch.tensor(sorted({i for seq in train_sequences for i in seq}), dtype=torch.long))
     dataset = TrainWindows(train_sequences, config.max_seq_len)
     if len(dataset) == 0:
         raise ValueError("no training windows: every training sequence has fewer than 2 items")
