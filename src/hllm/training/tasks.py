@@ -49,7 +49,10 @@ class SASRecTask:
 
     def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         hidden = self.model(batch["inputs"])  # (B, L, H)
-        return self.model.full_softmax_loss(hidden, batch["targets"]), {}
+        # A target whose input is padding (a window's first item in a left-padded batch) has no history:
+        # its output is zero, so it would only add a constant log(N) to the mean and dilute the gradient.
+        targets = batch["targets"].masked_fill(batch["inputs"] == 0, 0)  # (B, L), 0 = ignore
+        return self.model.full_softmax_loss(hidden, targets), {}
 
     @torch.no_grad()
     def item_vectors(self) -> Tensor:

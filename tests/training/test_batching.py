@@ -1,4 +1,5 @@
-"""`LengthBatches`: every window once per epoch, equal target counts, little padding, reproducible epochs."""
+"""Batching: `LengthBatches` (every window once, equal target counts, little padding, reproducible epochs) and
+the SASRec loss ignoring targets whose input is padding."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from hllm.config import TrainConfig
@@ -67,3 +69,14 @@ def test_trainer_with_length_batching(tmp_path: Path) -> None:
     assert (tmp_path / "model" / "model.safetensors").is_file()
     valid_lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"valid"' in x]
     assert [r["epoch"] for r in valid_lines] == [1, 2]
+
+
+def test_sasrec_loss_ignores_targets_without_history() -> None:
+    torch.manual_seed(0)
+    task = SASRecTask(SASRecConfig(num_items=30, hidden=16, num_layers=1, num_heads=1, dropout=0.0, max_seq_len=6))
+    batch = TrainWindows.collate([[1, 2, 3, 4, 5, 6, 7], [8, 9], [10, 11, 12]])  # left padded to 7 items
+    loss, _ = task.loss(batch)
+    hidden = task.model(batch["inputs"])
+    real = batch["targets"] * (batch["inputs"] != 0)  # 6 + 1 + 2 targets with at least one item of history
+    assert int((real > 0).sum()) == 9 and int((batch["targets"] > 0).sum()) == 11
+    assert loss.item() == pytest.approx(task.model.full_softmax_loss(hidden, real).item(), abs=1e-6)
