@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -54,6 +55,7 @@ HLLM_TRAIN = {
     "patience": 4,
     "select_metric": "ndcg@10",
 }
+HLLM_TRAIN.update(json.loads(os.environ.get("HLLM_TRAIN_OVERRIDES", "{}")))  # for experiments only
 
 
 def run_hllm(dataset: Dataset, split: BenchSplit, vocab: ItemVocab, budget_minutes: float, out_dir: Path) -> dict:

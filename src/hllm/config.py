@@ -139,6 +139,9 @@ class TrainConfig:
         select_metric: validation metric used for early stopping and model selection.
         max_minutes: wall-clock budget for training; ``None`` for no limit.
         collapse_fraction: stop when unmasked negatives per row fall below this fraction of the pool.
+        item_id_dropout: in training, drop an item's id vector with this probability (HLLM with
+            ``item_id_in_target``), so the model also learns to score items by their text alone: items never
+            seen in training (cold items) have no trained id vector.
         seed: seeds python, numpy and torch.
     """
 
@@ -163,6 +166,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     max_minutes: float | None = None
     collapse_fraction: float = 0.05
+    item_id_dropout: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -178,6 +182,8 @@ class TrainConfig:
         for name in ("max_seq_len", "epochs", "batch_size", "grad_accum", "num_negatives", "eval_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} (must be >= 1)")
+        if not 0.0 <= self.item_id_dropout < 1.0:
+            problems.append(f"item_id_dropout={self.item_id_dropout} (must be in [0, 1))")
         if self.partial_layers < 0:
             problems.append(f"partial_layers={self.partial_layers} (must be >= 0)")
         if not 0.0 <= self.warmup_ratio < 1.0:

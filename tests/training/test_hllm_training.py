@@ -204,3 +204,20 @@ def test_negatives_come_from_training_items_only(dataset) -> None:
     assert set(task._negatives().tolist()) <= set(range(1, 49)) and len(set(task._negatives().tolist())) > 2
     task.set_training_items(torch.tensor([0, 3, 5]))  # padding is never a negative
     assert set(task._negatives().tolist()) == {3, 5}
+
+
+def test_item_id_dropout_only_in_training(dataset) -> None:
+    overrides = [*_overrides(), "hllm.use_item_id_embedding=true", "hllm.item_id_in_target=true", "item_id_dropout=0.5"]
+    task = build_task(load_run_config(None, overrides), dataset, ItemVocab.from_items(dataset.items))
+    torch.nn.init.normal_(task.model.item_id_embedding.weight, std=1.0)
+    ids = torch.arange(1, 49).repeat(20)  # (960,)
+    pooled = torch.zeros(len(ids), task.cache.shape[1])
+    task.model.train()
+    text_only = task.model.item_llm.proj(pooled)
+    dropped = (task._represent(pooled, ids) - text_only).abs().sum(dim=-1) == 0
+    assert 0.35 < dropped.float().mean() < 0.65  # about half the id vectors are dropped
+    task.model.eval()
+    assert torch.equal(task._represent(pooled, ids), task._represent(pooled, ids))
+    assert not ((task._represent(pooled, ids) - text_only).abs().sum(dim=-1) == 0).any()
+    with pytest.raises(ValueError, match=r"item_id_dropout=1\.0"):
+        load_run_config(None, ["item_id_dropout=1.0"])

@@ -169,9 +169,13 @@ class HLLMTask:
     def _represent(self, pooled: Tensor, ids: Tensor) -> Tensor:
         """Item vectors as scored, from backbone vectors: projected, plus the id embedding if ``item_id_in_target``."""
         vectors = self.model.item_llm.proj(pooled)
-        if self.model.config.item_id_in_target:
-            return vectors + self.model.item_id_embedding(ids)
-        return vectors
+        if not self.model.config.item_id_in_target:
+            return vectors
+        id_vectors = self.model.item_id_embedding(ids)
+        if self.model.training and self.config.item_id_dropout > 0:
+            keep = torch.rand(ids.shape, device=ids.device) >= self.config.item_id_dropout
+            id_vectors = id_vectors * keep.unsqueeze(-1).to(id_vectors.dtype)
+        return vectors + id_vectors
 
     def _forward_user(self, sequence: Tensor, ids: Tensor) -> Tensor:
         """User LLM over represented item vectors; the id embedding is added here only if not already in."""
