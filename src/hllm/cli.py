@@ -224,7 +224,7 @@ def _load_validated(path: Path):
 
     if (path / METADATA_FILE).is_file():
         return load_dataset(path)
-    return _gate(path, "auto", None, "strict", Path("runs") / "validate" / path.resolve().name, None, None).dataset
+    return _gate(path, "auto", None, "strict", _default_report_dir(path), None, None).dataset
 
 
 @app.command("train")

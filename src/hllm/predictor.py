@@ -19,7 +19,7 @@ from torch import Tensor
 
 from hllm.data.schema import DataError
 from hllm.evaluation.ranking import topk_scores
-from hllm.training.data import PAD, left_pad
+from hllm.training.data import PAD, ItemVocab, left_pad
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Predictor:
             raise ValueError(f"{len(item_ids)} item ids for {len(item_vectors) - 1} item vectors")
         self.task = task
         self.item_ids = list(item_ids)
-        self.index = {item_id: i + 1 for i, item_id in enumerate(self.item_ids)}
+        self.index = ItemVocab(["<pad>", *self.item_ids]).index  # id -> row of item_vectors
         self.max_len = max_len
         self._set_vectors(item_vectors)
 
