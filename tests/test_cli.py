@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -73,44 +72,6 @@ def test_synth_is_deterministic(tmp_path: Path) -> None:
     for name in ("a", "b"):
         assert invoke("data", "synth", "--out", str(tmp_path / name), "--users", "50", "--items", "60").exit_code == 0
     assert (tmp_path / "a" / "interactions.csv").read_bytes() == (tmp_path / "b" / "interactions.csv").read_bytes()
-
-
-TINY = {
-    "model_type": "llama",
-    "hidden_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 2,
-    "intermediate_size": 64,
-    "vocab_size": 30522,
-    "max_position_embeddings": 128,
-}
-
-
-def test_run_main_job_on_demo_data(tmp_path: Path) -> None:
-    tiny = json.dumps(TINY)
-    result = invoke(
-        "run",
-        "--out",
-        str(tmp_path / "demo"),
-        *(
-            "--set",
-            "epochs=1",
-            "--set",
-            f"hllm.item_backbone_config={tiny}",
-            "--set",
-            f"hllm.user_backbone_config={tiny}",
-        ),
-    )
-    assert result.exit_code == 0, result.output
-    stats = json.loads((tmp_path / "demo" / "splits.json").read_text())
-    assert stats["users"] == 600 and stats["items"] == 400 and stats["cold_items_after_cut"] > 0
-    assert (tmp_path / "demo" / "data" / "validation" / "data_docs" / "index.html").is_file()
-    assert (tmp_path / "demo" / "data" / "interactions.parquet").is_file()
-    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
-    assert set(metrics) == {"valid", "test", "popularity_test"} and metrics["test"]["count"] == 600
-    assert (tmp_path / "demo" / "train" / "model" / "model.safetensors").is_file()
-    assert '"hllm_test"' in result.stdout and '"popularity_test"' in result.stdout
 
 
 @pytest.mark.parametrize("args", [["--version"], ["data", "--help"]])

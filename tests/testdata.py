@@ -35,3 +35,38 @@ GOOD_INTERACTIONS = (
     "i1,u1,1400000000\ni2,u1,1400000100\ni3,u1,1400000200\n"
     "i2,u2,1400000000\ni3,u2,1400000000\ni1,u2,1400000300\n"
 )
+
+
+TINY_BACKBONE = {
+    "model_type": "llama",
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "intermediate_size": 64,
+    "vocab_size": 30522,  # the MiniLM tokenizer's vocabulary
+    "max_position_embeddings": 128,
+}
+
+
+def tiny_run_overrides(epochs: int = 1) -> list[str]:
+    """``--set`` overrides that turn the demo config into tiny random-init models (fast, no real weights)."""
+    import json
+
+    tiny = json.dumps(TINY_BACKBONE)
+    return [f"epochs={epochs}", f"hllm.item_backbone_config={tiny}", f"hllm.user_backbone_config={tiny}"]
+
+
+def tiny_run_config(epochs: int = 1, extra: list[str] | None = None) -> str:
+    """The demo run config with tiny models, as the YAML text pipelines pass around."""
+    from importlib.resources import files
+
+    from hllm.training.build import load_run_config
+
+    demo = files("hllm") / "configs" / "demo.yaml"
+    return load_run_config(demo, [*tiny_run_overrides(epochs), *(extra or [])]).to_yaml()
+
+
+def artifact(kind, path: Path, metadata: dict | None = None):
+    """A kfp artifact of type ``kind`` (``dsl.Dataset``, ``dsl.Model``...) stored at local ``path``."""
+    return kind(name=path.name, uri=str(path), metadata=dict(metadata or {}))

@@ -66,8 +66,8 @@ def run_hllm(dataset: Dataset, split: BenchSplit, vocab: ItemVocab, budget_minut
     from hllm.training.trainer import train
 
     started = time.perf_counter()
-    torch.manual_seed(0)
     config = TrainConfig(max_seq_len=MAX_SEQ_LEN, max_minutes=budget_minutes, eval_batch_size=1024, **HLLM_TRAIN)
+    torch.manual_seed(config.seed)  # model init follows the run's seed (default 0), like data order and negatives
     run = RunConfig(train=config, hllm=dict(HLLM_MODEL))
     task = build_task(run, dataset, vocab)  # encodes the catalogue once with the frozen Item LLM
     encode_seconds = time.perf_counter() - started

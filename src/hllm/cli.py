@@ -298,6 +298,28 @@ def embed_items_cmd(
     out.print(f"wrote {path}")
 
 
+EXIT_GATE_REFUSED = 3
+pipeline_app = typer.Typer(help="Compile and submit the kfp training pipeline.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
+Image = Annotated[str | None, typer.Option(help="Component base image [default: $HLLM_IMAGE or the project's].")]
+GpusPerNode = Annotated[int, typer.Option(help="GPUs the train step requests per node (0 = CPU).")]
+EmbedGpus = Annotated[int, typer.Option(help="GPUs the embed-items step requests.")]
+
+
+def _settings(image: str | None, gpus_per_node: int, embed_gpus: int):
+    from pipelines.training import Settings
+
+    return Settings(**({"image": image} if image else {}), gpus_per_node=gpus_per_node, embed_gpus=embed_gpus)
+
+
+def _run_config_yaml(config: Path | None, overrides: list[str] | None) -> str:
+    from importlib.resources import files
+
+    from hllm.training.build import load_run_config
+
+    return _guarded(lambda: load_run_config(config or files("hllm") / "configs" / "demo.yaml", overrides)).to_yaml()
+
+
 @app.command("run")
 def run(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/demo"),
@@ -306,69 +328,120 @@ def run(
     policy: Policy = "strict",
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Run config [default: the demo's].")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="section.key=value, repeatable.")] = None,
+    thresholds: Annotated[str, typer.Option(help="Gate thresholds as JSON (see hllm.gating).")] = "{}",
+    feast_home: Annotated[Path | None, typer.Option(help="Feast data folder [default: OUT/feast].")] = None,
+    model_name: Annotated[str, typer.Option(help="BentoML model name to register under.")] = "hllm",
 ) -> None:
-    """Run the main job locally: demo data -> validation gate -> Parquet -> splits -> train -> evaluate.
+    """Run the whole training pipeline locally (kfp's local runner): the main job.
 
-    Later stages (Feast features, registration, serving) join this command as they land.
+    validate -> Feast sync -> embed items -> train -> evaluate -> gate -> register (BentoML store, honouring
+    $BENTOML_HOME). Exit 0 when a model was registered, 1 when the data failed validation, 3 when the gate
+    refused the model, 2 for unusable input or a failed step.
     """
-    from importlib.resources import files
-
-    from hllm.data.splits import cut_at_quantile, leave_one_out, temporal_cut
-    from hllm.data.synth import SynthConfig, generate
-    from hllm.evaluation.baselines import popularity_metrics
-    from hllm.evaluation.evaluate import evaluate_dataset
-    from hllm.predictor import Predictor
-    from hllm.training.build import load_run_config, run_training
-    from hllm.training.data import ItemVocab
+    from pipelines.local import run_local
 
     started = time.perf_counter()
-    steps: dict[str, str] = {}
     if src is None:
+        from hllm.data.synth import SynthConfig, generate
+
         src = out_dir / "raw"
         generate(SynthConfig(seed=seed)).save_csv(src)
-        steps["synth"] = str(src)
-        console.print(f"[1/5] synthetic demo dataset (seed {seed}) -> {src}")
-    prepared = out_dir / "data"
-    report = _guarded(lambda: _gate(src, "auto", None, policy, prepared / "validation", None, None))
-    dataset = report.dataset
-    dataset.save(prepared)
-    steps.update(
-        validate=str(prepared / "validation" / "summary.json"),
-        data_docs=str(prepared / "validation" / "data_docs" / "index.html"),
-        prepare=str(prepared),
-    )
-    console.print(f"[2/5] validation gate passed ({policy}) -> {prepared}")
-    interactions = dataset.interactions
-    split = leave_one_out(interactions)
-    cut = temporal_cut(interactions, cut_at_quantile(interactions, 0.9))
-    stats = {
-        "users": len(split.users),
-        "items": dataset.num_items,
-        "interactions": len(interactions),
-        "train_interactions": int(split.users["train"].map(len).sum()),
-        "temporal_cut": cut.cut,
-        "cold_items_after_cut": len(cut.cold_items),
-        "cold_target_events": int(cut.events["cold"].sum()),
-        "fingerprint": dataset.fingerprint(),
+        console.print(f"synthetic demo dataset (seed {seed}) -> {src}")
+    arguments = {
+        "data_uri": str(src.resolve()),
+        "run_config": _run_config_yaml(config, overrides),
+        "feast_home": str((feast_home or out_dir / "feast").resolve()),
+        "policy": policy,
+        "gate_thresholds": thresholds,
+        "model_name": model_name,
     }
-    (out_dir / "splits.json").write_text(json.dumps(stats, indent=2) + "\n")
-    steps["splits"] = str(out_dir / "splits.json")
-    console.print(f"[3/5] leave-one-out and temporal-cut splits -> {out_dir / 'splits.json'}")
-    run_config = _guarded(lambda: load_run_config(config or files("hllm") / "configs" / "demo.yaml", overrides))
-    result = _guarded(lambda: run_training(dataset, run_config, out_dir / "train"))
-    steps.update(model=str(out_dir / "train" / "model"), curve=str(out_dir / "train" / "curve.png"))
-    console.print(f"[4/5] trained {run_config.train.model} ({result.stopped}, best epoch {result.best_epoch})")
-    metrics = evaluate_dataset(Predictor.load(out_dir / "train" / "model"), dataset)
-    metrics["popularity_test"] = popularity_metrics(split, ItemVocab.from_items(dataset.items))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    steps["metrics"] = str(out_dir / "metrics.json")
-    console.print(f"[5/5] evaluated (full ranking, history masked) -> {out_dir / 'metrics.json'}")
-    headline = {
-        name: {k: round(m[k], 4) for k in ("recall@10", "ndcg@10", "recall@200")}
-        for name, m in (("hllm_test", metrics["test"]), ("popularity_test", metrics["popularity_test"]))
+    try:
+        result = run_local(out_dir, **arguments)
+    except RuntimeError as exc:
+        _report_failed_run(out_dir, exc)
+    summary = {
+        "elapsed_s": round(time.perf_counter() - started, 1),
+        "run": str(result.run_dir),
+        "artifacts": result.artifacts,
+        "feast_online_store": arguments["feast_home"],
+        "gate": {"passed": result.gate.get("passed"), "reasons": result.gate.get("reasons")},
+        "registered": result.registered,
     }
-    summary = {"elapsed_s": round(time.perf_counter() - started, 1), "artifacts": steps, "data": stats, **headline}
+    for name in ("test", "popularity_test"):
+        if name in result.metrics:
+            summary[name] = {k: round(result.metrics[name][k], 4) for k in ("recall@10", "ndcg@10", "recall@200")}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     out.print(json.dumps(summary, indent=2))
+    console.print(f"summary: {out_dir / 'summary.json'}")
+    if not result.registered:
+        console.print("[yellow]the gate refused the model: nothing was registered[/yellow]")
+        raise typer.Exit(EXIT_GATE_REFUSED)
+    console.print(f"[green]registered {result.registered}[/green]; report: {result.artifacts.get('evaluate.report')}")
+
+
+def _report_failed_run(out_dir: Path, exc: RuntimeError):
+    import re
+
+    from pipelines.local import latest_run
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    console.print(f"[red]error:[/red] {escape(text)}", highlight=False)
+    run_dir = latest_run(out_dir.resolve() / "pipeline_root")
+    failed_validation = "validate-data" in text
+    if run_dir is not None:
+        console.print(f"artifacts so far: {run_dir}")
+        docs = run_dir / "validate-data" / "data_docs"
+        if failed_validation and docs.is_file():
+            console.print(f"data docs: {docs}")
+    raise typer.Exit(EXIT_GATE_FAILED if failed_validation else EXIT_BAD_INPUT)
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(
+    output: Annotated[Path, typer.Option("--out", "-o", help="IR YAML path.")] = Path("hllm_training.yaml"),
+    image: Image = None,
+    gpus_per_node: GpusPerNode = 0,
+    embed_gpus: EmbedGpus = 0,
+) -> None:
+    """Compile the training pipeline to kfp IR YAML."""
+    from pipelines.cluster import compile_pipeline
+
+    out.print(f"wrote {compile_pipeline(output, _settings(image, gpus_per_node, embed_gpus))}")
+
+
+@pipeline_app.command("submit")
+def pipeline_submit(
+    host: Annotated[str, typer.Option(help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow:80.")],
+    data_uri: Annotated[str, typer.Option(help="Dataset location as the pipeline pods see it.")],
+    feast_home: Annotated[str, typer.Option(help="Feast data folder as the pods see it.")] = "/data/feast",
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Run config [default: the demo's].")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="section.key=value, repeatable.")] = None,
+    thresholds: Annotated[str, typer.Option(help="Gate thresholds as JSON.")] = "{}",
+    num_nodes: Annotated[int, typer.Option(help="Training nodes (> 1 launches a PyTorchJob).")] = 1,
+    shared_dir: Annotated[str, typer.Option(help="Shared volume mount path (multi-node).")] = "",
+    shared_pvc: Annotated[str, typer.Option(help="Shared ReadWriteMany PVC name (multi-node).")] = "",
+    experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "hllm",
+    cron: Annotated[str | None, typer.Option(help="Create a recurring run with this 6-field cron.")] = None,
+    image: Image = None,
+    gpus_per_node: GpusPerNode = 0,
+    embed_gpus: EmbedGpus = 0,
+) -> None:
+    """Upload the pipeline to a Kubeflow Pipelines endpoint and start a run (or a recurring run)."""
+    from pipelines.cluster import submit
+
+    arguments = {
+        "data_uri": data_uri,
+        "run_config": _run_config_yaml(config, overrides),
+        "feast_home": feast_home,
+        "gate_thresholds": thresholds,
+        "num_nodes": num_nodes,
+        "shared_dir": shared_dir,
+        "shared_pvc": shared_pvc,
+    }
+    result = submit(
+        host, arguments, settings=_settings(image, gpus_per_node, embed_gpus), experiment=experiment, cron=cron
+    )
+    out.print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,16 +34,25 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"train": dataclasses.asdict(self.train), "hllm": self.hllm, "sasrec": self.sasrec}
 
+    def to_yaml(self) -> str:
+        """YAML that `load_run_config` reads back to an equal config (how pipelines pass a config around)."""
+        return yaml.safe_dump(json.loads(json.dumps(self.to_dict(), default=str)), sort_keys=False)
 
-def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read the YAML sections and apply ``section.key=value`` overrides.
+
+def load_run_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, *, text: str | None = None
+) -> RunConfig:
+    """Read the YAML sections (from ``path``, or from ``text``) and apply ``section.key=value`` overrides.
 
     Raises:
         ValueError: unknown sections or TrainConfig keys, malformed overrides, invalid values.
     """
     values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
-    if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+    if path is not None or text:
+        path = path or "run config"
+        loaded = yaml.safe_load(text if text else Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping with sections {list(SECTIONS)}")
         unknown = sorted(set(loaded) - set(SECTIONS))
         if unknown:
             raise ValueError(f"{path}: unknown section(s) {unknown}; expected {list(SECTIONS)}")
@@ -66,16 +75,9 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
     return RunConfig(TrainConfig(**values["train"]), values["hllm"], values["sasrec"])
 
 
-def build_task(run: RunConfig, dataset: Dataset, vocab: ItemVocab):
-    """The `RecTask` for ``run.train.model`` over ``dataset``'s catalogue."""
-    if run.train.model == "sasrec":
-        from hllm.models.sasrec import SASRecConfig
-        from hllm.training.tasks import SASRecTask
-
-        config = SASRecConfig(num_items=vocab.num_items, **{"max_seq_len": run.train.max_seq_len, **run.sasrec})
-        return SASRecTask(config, vocab.ids)
-    from hllm.models import HLLM, HLLMConfig, default_backbone_path, load_item_tokenizer
-    from hllm.training.hllm_task import HLLMTask, catalogue_tokens
+def _hllm_kwargs(run: RunConfig, vocab: ItemVocab) -> dict[str, Any]:
+    """`HLLMConfig` keyword arguments of ``run`` with this project's defaults filled in."""
+    from hllm.models import default_backbone_path
 
     kwargs = dict(run.hllm)
     for key in ("item_backbone", "user_backbone"):
@@ -99,13 +101,125 @@ def build_task(run: RunConfig, dataset: Dataset, vocab: ItemVocab):
         # Mean pooling averages every token, so a fixed instruction prompt is averaged into every item alike and
         # blurs them (Office, same recipe: valid NDCG@10 0.0838 with the prompt, 0.0882 without).
         kwargs.setdefault("item_prompt", "")
+    return kwargs
+
+
+# What decides an Item-LLM text vector: precomputed vectors are only reused when all of these agree.
+ITEM_SIDE_KEYS = (
+    "item_backbone",
+    "item_backbone_config",
+    "item_pooling",
+    "item_prompt",
+    "max_text_tokens",
+    "text_fields",
+    "text_separator",
+)
+
+
+def item_side_settings(run: RunConfig, vocab: ItemVocab) -> dict[str, Any]:
+    """The settings of ``run`` that determine the cached item text vectors (JSON-able)."""
+    kwargs = _hllm_kwargs(run, vocab)
+    return json.loads(json.dumps({k: kwargs.get(k) for k in ITEM_SIDE_KEYS}, default=str))
+
+
+def build_task(run: RunConfig, dataset: Dataset, vocab: ItemVocab, text_vectors: str | Path | None = None):
+    """The `RecTask` for ``run.train.model`` over ``dataset``'s catalogue.
+
+    Args:
+        text_vectors: a folder written by `encode_item_texts` (cached HLLM only): its vectors are used instead
+            of encoding the catalogue again; they must come from the same catalogue and Item-LLM settings.
+    """
+    if run.train.model == "sasrec":
+        from hllm.models.sasrec import SASRecConfig
+        from hllm.training.tasks import SASRecTask
+
+        config = SASRecConfig(num_items=vocab.num_items, **{"max_seq_len": run.train.max_seq_len, **run.sasrec})
+        return SASRecTask(config, vocab.ids)
+    from hllm.models import HLLM, HLLMConfig, default_backbone_path, load_item_tokenizer
+    from hllm.training.hllm_task import HLLMTask, catalogue_tokens
+
+    kwargs = _hllm_kwargs(run, vocab)
     model = HLLM(HLLMConfig(**kwargs))
     tokenizer = load_item_tokenizer(kwargs.get("item_backbone") or default_backbone_path())
     model.set_gradient_checkpointing(run.train.gradient_checkpointing)
-    return HLLMTask(model, catalogue_tokens(dataset.items, tokenizer, model), vocab.ids, run.train, tokenizer)
+    cache = None
+    if text_vectors is not None:
+        if run.train.mode == "cached":
+            cache = load_item_texts(text_vectors, vocab, item_side_settings(run, vocab))
+        else:
+            logger.info("%s mode trains the Item LLM: precomputed text vectors are not used", run.train.mode)
+    tokens = catalogue_tokens(dataset.items, tokenizer, model)
+    return HLLMTask(model, tokens, vocab.ids, run.train, tokenizer, cache=cache)
 
 
-def run_training(dataset: Dataset, run: RunConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True):
+TEXT_VECTORS_FILE = "text_vectors.safetensors"
+TEXT_MANIFEST_FILE = "text_vectors.json"
+
+
+def encode_item_texts(run: RunConfig, dataset: Dataset, out_dir: str | Path, *, show_progress: bool = False) -> Path:
+    """Encode every catalogue item with the (frozen) Item LLM of ``run``; the vectors cached training reads.
+
+    Writes ``text_vectors.safetensors`` ((N + 1, H) backbone vectors, row 0 padding) and ``text_vectors.json``
+    (item ids in row order and the Item-LLM settings), and returns the folder.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from hllm.models import HLLM, HLLMConfig, default_backbone_path, load_item_tokenizer
+    from hllm.training.hllm_task import HLLMTask, catalogue_tokens
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = ItemVocab.from_items(dataset.items)
+    if run.train.model != "hllm":
+        (out / TEXT_MANIFEST_FILE).write_text(json.dumps({"skipped": f"model {run.train.model} reads no text"}))
+        return out
+    kwargs = _hllm_kwargs(run, vocab)
+    model = HLLM(HLLMConfig(**kwargs))
+    tokenizer = load_item_tokenizer(kwargs.get("item_backbone") or default_backbone_path())
+    tokens = catalogue_tokens(dataset.items, tokenizer, model)
+    # A placeholder cache keeps the constructor from encoding; encode_catalogue below does it (with progress).
+    encoder = HLLMTask(model, tokens, vocab.ids, TrainConfig(mode="cached"), tokenizer, cache=torch.zeros(1, 1))
+    vectors = encoder.encode_catalogue(show_progress=show_progress)
+    save_file({"vectors": vectors.contiguous()}, str(out / TEXT_VECTORS_FILE))
+    manifest = {"item_ids": vocab.ids[1:], "settings": item_side_settings(run, vocab), "dim": int(vectors.shape[1])}
+    (out / TEXT_MANIFEST_FILE).write_text(json.dumps(manifest) + "\n")
+    logger.info("encoded %d items (%d-dim) to %s", len(vocab.ids) - 1, vectors.shape[1], out)
+    return out
+
+
+def load_item_texts(folder: str | Path, vocab: ItemVocab, settings: dict[str, Any]):
+    """The vectors of `encode_item_texts`, checked against this catalogue and these Item-LLM settings."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / TEXT_MANIFEST_FILE).is_file():
+        raise ValueError(f"{folder}: missing {TEXT_MANIFEST_FILE}; expected the output of encode_item_texts")
+    manifest = json.loads((folder / TEXT_MANIFEST_FILE).read_text())
+    if "skipped" in manifest:
+        raise ValueError(f"{folder}: holds no text vectors ({manifest['skipped']})")
+    if not (folder / TEXT_VECTORS_FILE).is_file():
+        raise ValueError(f"{folder}: missing {TEXT_VECTORS_FILE}; the embed step did not finish")
+    if manifest["item_ids"] != vocab.ids[1:]:
+        raise ValueError(f"{folder}: the text vectors were computed for another catalogue (item ids differ)")
+    if manifest["settings"] != settings:
+        changed = sorted(k for k in settings if manifest["settings"].get(k) != settings[k])
+        raise ValueError(f"{folder}: text vectors were computed with other Item-LLM settings: {changed}")
+    vectors = load_file(str(folder / TEXT_VECTORS_FILE))["vectors"]
+    if vectors.shape[0] != len(vocab.ids):
+        raise ValueError(f"{folder}: {vectors.shape[0]} vector rows for {len(vocab.ids)} catalogue rows")
+    return vectors
+
+
+def run_training(
+    dataset: Dataset,
+    run: RunConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    text_vectors: str | Path | None = None,
+):
     """Leave-one-out split -> task -> DeepSpeed training; writes ``run_config.json`` beside the artifacts."""
     from hllm.training.trainer import seed_everything, train
 
@@ -115,7 +229,7 @@ def run_training(dataset: Dataset, run: RunConfig, out_dir: str | Path, *, resum
     seed_everything(run.train.seed)
     split = leave_one_out(dataset.interactions)
     vocab = ItemVocab.from_items(dataset.items)
-    task = build_task(run, dataset, vocab)
+    task = build_task(run, dataset, vocab, text_vectors)
     return train(
         task,
         train_sequences(split, vocab),

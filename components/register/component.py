@@ -1,0 +1,49 @@
+"""register: save the model to the BentoML model store with its metrics, config and lineage."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
+from components import DEFAULT_IMAGE
+
+
+def register(
+    model: Input[Model],
+    run: Input[Artifact],
+    scores: Input[Artifact],
+    dataset: Input[Dataset],
+    registration: Output[Artifact],
+    model_name: str = "hllm",
+    pipeline_run: str = "",
+):
+    import json
+    import shutil
+    from pathlib import Path
+
+    import bentoml
+
+    import hllm
+
+    config = json.loads((Path(run.path) / "run_config.json").read_text())
+    with open(scores.path) as f:
+        metrics = json.load(f)
+    metadata = {
+        "metrics": {"valid": metrics["valid"], "test": metrics["test"], "popularity_test": metrics["popularity_test"]},
+        "config": config,
+        "dataset_fingerprint": dataset.metadata.get("fingerprint", ""),
+        "dataset_source": dataset.metadata.get("source", ""),
+        "pipeline_run": pipeline_run,
+        "hllm_version": hllm.__version__,
+    }
+    labels = {"model": config["train"]["model"], "mode": config["train"]["mode"], "stage": "candidate"}
+    with bentoml.models.create(model_name, labels=labels, metadata=metadata) as saved:
+        shutil.copytree(model.path, saved.path, dirs_exist_ok=True)
+    record = {"tag": str(saved.tag), "path": saved.path, "store": str(Path(saved.path).parents[1])}
+    Path(registration.path).write_text(json.dumps(record, indent=2))
+    registration.metadata.update(record)
+
+
+def make(image: str = DEFAULT_IMAGE):
+    return dsl.component(register, base_image=image)
+
+
+component = make()

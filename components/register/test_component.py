@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import bentoml
+from kfp import dsl
+from testdata import artifact
+
+from components.register.component import component
+from hllm.predictor import Predictor
+
+
+def test_registered_model_carries_metrics_config_and_lineage(prepared, trained, scores, tmp_path: Path) -> None:
+    model, run, _ = trained
+    record = artifact(dsl.Artifact, tmp_path / "registration")
+    component.python_func(
+        model=model,
+        run=run,
+        scores=scores,
+        dataset=prepared,
+        registration=record,
+        model_name="register-test",
+        pipeline_run="run-42",
+    )
+    tag = json.loads(Path(record.path).read_text())["tag"]
+    saved = bentoml.models.get(tag)
+    assert saved.info.metadata["dataset_fingerprint"] == prepared.metadata["fingerprint"]
+    assert saved.info.metadata["pipeline_run"] == "run-42"
+    assert saved.info.metadata["metrics"]["test"]["count"] == 80
+    assert saved.info.labels["model"] == "hllm"
+    # The stored folder is a complete model: the Predictor loads it as is.
+    assert Predictor.load(saved.path).item_ids == Predictor.load(model.path).item_ids
+    assert bentoml.models.get("register-test:latest").tag == saved.tag

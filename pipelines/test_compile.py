@@ -1,0 +1,70 @@
+"""The compiled pipeline: loads back, names every step, carries the accelerator and caching settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from kfp import components
+
+from pipelines.cluster import compile_pipeline
+from pipelines.training import Settings
+
+STEPS = {"validate-data", "sync-features", "embed-items", "train", "evaluate", "gate"}
+
+
+def _load(path: Path) -> dict:
+    """The pipeline spec; a platform spec (kfp-kubernetes settings) follows as a second YAML document."""
+    documents = list(yaml.safe_load_all(path.read_text()))
+    spec = documents[0]
+    spec["platforms"] = {k: v for d in documents[1:] for k, v in d.get("platforms", {}).items()}
+    return spec
+
+
+def _tasks(spec: dict) -> dict:
+    root = spec["root"]["dag"]["tasks"]
+    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    return {**root, **inner}
+
+
+def test_spec_loads_back_with_every_step(tmp_path: Path) -> None:
+    path = compile_pipeline(tmp_path / "p.yaml", Settings(image="registry.local/hllm:test"))
+    loaded = components.load_component_from_file(str(path))
+    assert loaded.name == "hllm-training"
+    spec = _load(path)
+    tasks = _tasks(spec)
+    assert STEPS | {"register"} <= set(tasks)
+    gate = spec["root"]["dag"]["tasks"]["condition-1"]
+    assert gate["taskInfo"]["name"] == "gate-passed"
+    assert gate["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--gate-Output'] == true"
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.local/hllm:test"}
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"data_uri", "run_config", "gate_thresholds", "num_nodes", "feast_home"} <= set(inputs)
+
+
+def test_external_data_steps_are_never_cached(tmp_path: Path) -> None:
+    spec = _load(compile_pipeline(tmp_path / "p.yaml"))
+    tasks = _tasks(spec)
+    for name in ("validate-data", "sync-features", "gate", "register"):
+        assert not tasks[name]["cachingOptions"].get("enableCache", False), name
+    assert tasks["train"]["cachingOptions"]["enableCache"] is True
+
+
+def test_accelerators_are_set_in_the_pipeline(tmp_path: Path) -> None:
+    spec = _load(compile_pipeline(tmp_path / "p.yaml", Settings(gpus_per_node=4, embed_gpus=1)))
+    executors = spec["deploymentSpec"]["executors"]
+    train = executors["exec-train"]["container"]["resources"]["accelerator"]
+    embed = executors["exec-embed-items"]["container"]["resources"]["accelerator"]
+    assert (train["resourceType"], train["resourceCount"]) == ("nvidia.com/gpu", "4")
+    assert (embed["resourceType"], embed["resourceCount"]) == ("nvidia.com/gpu", "1")
+    assert "accelerator" not in executors["exec-evaluate"]["container"].get("resources", {})
+    platform = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert platform["exec-train"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert platform["exec-train"]["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+
+
+def test_cpu_spec_requests_no_gpu(tmp_path: Path) -> None:
+    spec = _load(compile_pipeline(tmp_path / "p.yaml"))
+    for executor in spec["deploymentSpec"]["executors"].values():
+        assert "accelerator" not in executor["container"].get("resources", {})

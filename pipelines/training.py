@@ -1,0 +1,104 @@
+"""The training pipeline: validate -> features -> embed -> train -> evaluate -> gate -> (if passed) register.
+
+`build(settings)` returns the pipeline for one image and accelerator layout (settings a cluster fixes when it
+compiles); everything a run may change (data, config, thresholds, nodes) is a pipeline parameter.
+"""
+
+from dataclasses import dataclass
+
+from kfp import dsl, kubernetes
+
+from components import DEFAULT_IMAGE
+from components.embed_items import component as embed_items
+from components.evaluate import component as evaluate
+from components.gate import component as gate
+from components.register import component as register
+from components.sync_features import component as sync_features
+from components.train import component as train
+from components.validate_data import component as validate_data
+
+PIPELINE_NAME = "hllm-training"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Compile-time settings: the image and what each GPU step requests (0 GPUs = CPU only)."""
+
+    image: str = DEFAULT_IMAGE
+    accelerator: str = "nvidia.com/gpu"
+    embed_gpus: int = 0
+    gpus_per_node: int = 0
+    train_cpu: str = "4"
+    train_memory: str = "16G"
+
+
+def _gpu(task, count: int, accelerator: str) -> None:
+    if count:
+        task.set_accelerator_type(accelerator).set_accelerator_limit(count)
+        kubernetes.add_toleration(task, key=accelerator, operator="Exists", effect="NoSchedule")
+
+
+def build(settings: Settings = Settings()):
+    image = settings.image
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="HLLM: validate, features, embed, train, evaluate, gate, register.")
+    def training_pipeline(
+        data_uri: str,
+        run_config: str,
+        feast_home: str = "/data/feast",
+        policy: str = "strict",
+        data_format: str = "auto",
+        data_overrides: list = [],  # noqa: B006
+        history_length: int = 50,
+        gate_thresholds: str = "{}",
+        model_name: str = "hllm",
+        champion: str = "latest",
+        num_nodes: int = 1,
+        shared_dir: str = "",
+        shared_pvc: str = "",
+    ):
+        checked = validate_data.make(image)(
+            data_uri=data_uri, policy=policy, data_format=data_format, data_overrides=data_overrides
+        ).set_display_name("validate data")
+        checked.set_caching_options(False)  # reads external data
+        features = sync_features.make(image)(
+            dataset=checked.outputs["dataset"], feast_home=feast_home, history_length=history_length
+        ).set_display_name("sync features")
+        features.set_caching_options(False)  # writes the external feature store
+        embedded = embed_items.make(image)(dataset=checked.outputs["dataset"], run_config=run_config)
+        embedded.set_display_name("embed items")
+        _gpu(embedded, settings.embed_gpus, settings.accelerator)
+        trained = train.make(image)(
+            dataset=checked.outputs["dataset"],
+            text_vectors=embedded.outputs["vectors"],
+            run_config=run_config,
+            num_nodes=num_nodes,
+            gpus_per_node=settings.gpus_per_node,
+            shared_dir=shared_dir,
+            shared_pvc=shared_pvc,
+            image=image,
+        ).set_display_name("train")
+        trained.after(features)
+        trained.set_cpu_limit(settings.train_cpu).set_memory_limit(settings.train_memory)
+        _gpu(trained, settings.gpus_per_node, settings.accelerator)
+        if settings.gpus_per_node:
+            kubernetes.empty_dir_mount(trained, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+        scored = evaluate.make(image)(
+            dataset=checked.outputs["dataset"], model=trained.outputs["model"], run=trained.outputs["run"]
+        ).set_display_name("evaluate")
+        decided = gate.make(image)(
+            scores=scored.outputs["scores"], thresholds=gate_thresholds, model_name=model_name, champion=champion
+        ).set_display_name("gate")
+        decided.set_caching_options(False)  # the champion lives outside the pipeline
+        with dsl.If(decided.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (kfp condition)
+            registered = register.make(image)(
+                model=trained.outputs["model"],
+                run=trained.outputs["run"],
+                scores=scored.outputs["scores"],
+                dataset=checked.outputs["dataset"],
+                model_name=model_name,
+                pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            ).set_display_name("register")
+            registered.set_caching_options(False)
+
+    return training_pipeline
