@@ -54,7 +54,8 @@ def summarise(run_dir: Path) -> LocalRun:
     run = LocalRun(run_dir)
     for task in sorted(p for p in run_dir.iterdir() if p.is_dir()):
         for artifact in sorted(task.iterdir()):
-            run.artifacts[f"{task.name}.{artifact.name}"] = str(artifact)
+            if artifact.name != "executor_output.json":
+                run.artifacts[f"{task.name}.{artifact.name}"] = str(artifact)
     scores = run_dir / "evaluate" / "scores"
     if scores.is_file():
         run.metrics = json.loads(scores.read_text())

@@ -68,3 +68,44 @@ def test_cpu_spec_requests_no_gpu(tmp_path: Path) -> None:
     spec = _load(compile_pipeline(tmp_path / "p.yaml"))
     for executor in spec["deploymentSpec"]["executors"].values():
         assert "accelerator" not in executor["container"].get("resources", {})
+
+
+class _RecordingClient:
+    """Stands in for kfp.Client (no KFP server here): records what would be uploaded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict]] = []
+
+    def create_experiment(self, name: str):
+        self.calls.append(("experiment", {"name": name}))
+        return type("Experiment", (), {"experiment_id": "exp-1"})()
+
+    def create_run_from_pipeline_package(self, pipeline_file: str, **kwargs):
+        kwargs["spec"] = components.load_component_from_file(pipeline_file).name  # the uploaded file is a spec
+        self.calls.append(("run", kwargs))
+        return type("Run", (), {"run_id": "run-1"})()
+
+    def create_recurring_run(self, **kwargs):
+        kwargs["spec"] = components.load_component_from_file(kwargs["pipeline_package_path"]).name
+        self.calls.append(("recurring", kwargs))
+        return type("Recurring", (), {"recurring_run_id": "rr-1"})()
+
+
+def test_submit_uploads_the_compiled_spec_with_the_arguments() -> None:
+    from pipelines.cluster import submit
+
+    client = _RecordingClient()
+    arguments = {"data_uri": "/data/office", "run_config": "train: {}\n"}
+    assert submit("http://kfp", arguments, client=client) == {"run_id": "run-1", "experiment_id": "exp-1"}
+    kind, call = client.calls[-1]
+    assert kind == "run" and call["arguments"] == arguments and call["spec"] == "hllm-training"
+
+
+def test_recurring_run_never_overlaps_itself() -> None:
+    from pipelines.cluster import submit
+
+    client = _RecordingClient()
+    result = submit("http://kfp", {"data_uri": "/d", "run_config": ""}, client=client, cron="0 0 3 * * *")
+    kind, call = client.calls[-1]
+    assert result["recurring_run_id"] == "rr-1" and kind == "recurring"
+    assert call["cron_expression"] == "0 0 3 * * *" and call["max_concurrency"] == 1 and call["spec"] == "hllm-training"

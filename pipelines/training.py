@@ -98,6 +98,7 @@ def build(settings: Settings = Settings()):
                 dataset=checked.outputs["dataset"],
                 model_name=model_name,
                 pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                feast_home=feast_home,
             ).set_display_name("register")
             registered.set_caching_options(False)
 

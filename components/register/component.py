@@ -14,6 +14,7 @@ def register(
     registration: Output[Artifact],
     model_name: str = "hllm",
     pipeline_run: str = "",
+    feast_home: str = "",
 ):
     import json
     import shutil
@@ -32,6 +33,7 @@ def register(
         "dataset_fingerprint": dataset.metadata.get("fingerprint", ""),
         "dataset_source": dataset.metadata.get("source", ""),
         "pipeline_run": pipeline_run,
+        "feast_home": feast_home,  # where the online store the service reads histories from lives
         "hllm_version": hllm.__version__,
     }
     labels = {"model": config["train"]["model"], "mode": config["train"]["mode"], "stage": "candidate"}

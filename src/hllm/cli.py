@@ -29,6 +29,7 @@ T = TypeVar("T")
 # Exit codes: 1 = the data was read but the validation gate rejected it; 2 = unusable input or arguments.
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_GATE_REFUSED = 3  # hllm run: the promotion gate refused the trained model
 _TELEMETRY_OFF = {
     "GX_ANALYTICS_ENABLED": "false",
     "BENTOML_DO_NOT_TRACK": "true",
@@ -298,7 +299,6 @@ def embed_items_cmd(
     out.print(f"wrote {path}")
 
 
-EXIT_GATE_REFUSED = 3
 pipeline_app = typer.Typer(help="Compile and submit the kfp training pipeline.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
 Image = Annotated[str | None, typer.Option(help="Component base image [default: $HLLM_IMAGE or the project's].")]
@@ -394,6 +394,56 @@ def _report_failed_run(out_dir: Path, exc: RuntimeError):
         if failed_validation and docs.is_file():
             console.print(f"data docs: {docs}")
     raise typer.Exit(EXIT_GATE_FAILED if failed_validation else EXIT_BAD_INPUT)
+
+
+@app.command("serve")
+def serve(
+    model: Annotated[str, typer.Option(help="BentoML model tag [default: the latest registered].")] = "hllm:latest",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 3000,
+    feast_home: Annotated[
+        Path | None, typer.Option(help="Feast data [default: the one the model was trained with].")
+    ] = None,
+    request_log: Annotated[Path | None, typer.Option(help="JSONL request log for drift checks.")] = Path(
+        "runs/requests.jsonl"
+    ),
+    index: Annotated[str, typer.Option(help="auto | exact | faiss")] = "auto",
+) -> None:
+    """Serve a registered model over HTTP (BentoML): recommend, similar_items, upsert_items, events, /metrics."""
+    import subprocess
+
+    import bentoml
+
+    try:
+        saved = bentoml.models.get(model)
+    except bentoml.exceptions.NotFound:
+        store = os.environ.get("BENTOML_HOME", "~/bentoml")
+        console.print(f"[red]error:[/red] no model '{model}' in the BentoML store ({store}); run `hllm run` first")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    try:  # fail here, with the cause, rather than in a server that retries its worker forever
+        from hllm.predictor import Predictor
+
+        Predictor.load(saved.path)
+    except Exception as exc:
+        console.print(f"[red]error:[/red] cannot load model '{saved.tag}' ({saved.path}): {escape(str(exc))}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    home = feast_home or saved.info.metadata.get("feast_home") or ""
+    env = {**os.environ, "HLLM_MODEL": str(saved.tag), "HLLM_FEAST_HOME": str(home), "HLLM_INDEX": index}
+    if request_log:
+        env["HLLM_REQUEST_LOG"] = str(request_log.resolve())
+    console.print(f"serving {saved.tag} on http://{host}:{port} (docs: /docs, health: /readyz, metrics: /metrics)")
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:HLLMService",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    raise typer.Exit(subprocess.call(command, env=env))
 
 
 @pipeline_app.command("compile")

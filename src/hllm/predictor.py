@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hllm.data.schema import DataError
-from hllm.evaluation.ranking import topk_scores
+from hllm.index import build_index
 from hllm.training.data import PAD, ItemVocab, left_pad
 
 logger = logging.getLogger(__name__)
+POPULAR_FILE = "popular_items.json"  # training-popularity order, the fallback for users without history
 
 
 def load_task(model_dir: str | Path, items: pd.DataFrame | None = None):
@@ -46,25 +47,41 @@ class Predictor:
         item_ids: catalogue ids; ``item_ids[i]`` is the item of row ``i + 1`` of ``item_vectors``.
         item_vectors: (N + 1, D) raw item vectors, row 0 padding.
         max_len: most recent history items the user model reads.
+        popular: item ids by training popularity, most popular first (fallback for empty histories).
+        index_kind: ``exact``, ``faiss`` or ``auto`` (by catalogue size; see `hllm.index`).
     """
 
-    def __init__(self, task, item_ids: Sequence[str], item_vectors: Tensor, max_len: int = 50) -> None:
+    def __init__(
+        self,
+        task,
+        item_ids: Sequence[str],
+        item_vectors: Tensor,
+        max_len: int = 50,
+        popular: Sequence[str] | None = None,
+        index_kind: str = "exact",
+    ) -> None:
         if len(item_ids) + 1 != len(item_vectors):
             raise ValueError(f"{len(item_ids)} item ids for {len(item_vectors) - 1} item vectors")
         self.task = task
         self.item_ids = list(item_ids)
         self.index = ItemVocab(["<pad>", *self.item_ids]).index  # id -> row of item_vectors
         self.max_len = max_len
+        self.popular = [i for i in (popular or []) if i in self.index]
+        self.index_kind = index_kind
         self._set_vectors(item_vectors)
+
+    def _scoring(self, raw: Tensor) -> Tensor:
+        return F.normalize(raw.float(), dim=-1) if self.task.similarity == "cosine" else raw.float()
 
     def _set_vectors(self, vectors: Tensor) -> None:
         self.raw_vectors = vectors.float()
-        self.scoring_vectors = (
-            F.normalize(self.raw_vectors, dim=-1) if self.task.similarity == "cosine" else self.raw_vectors
-        )
+        self.scoring_vectors = self._scoring(self.raw_vectors)
+        self.ann = build_index(self.scoring_vectors, self.index_kind)
 
     @classmethod
-    def load(cls, model_dir: str | Path, items: pd.DataFrame | None = None, max_len: int = 50) -> Predictor:
+    def load(
+        cls, model_dir: str | Path, items: pd.DataFrame | None = None, max_len: int = 50, index_kind: str = "exact"
+    ) -> Predictor:
         """Load ``model_dir``; HLLM item vectors come from its ``item_vectors.safetensors`` or from ``items``."""
         folder = Path(model_dir)
         task = load_task(folder, items)
@@ -72,7 +89,9 @@ class Predictor:
         if not ids_file.is_file():
             raise DataError("missing item_ids.json: the catalogue of this model is unknown", path=folder)
         item_ids = json.loads(ids_file.read_text())
-        return cls(task, item_ids, task.item_vectors(), max_len=max_len)
+        popular_file = folder / POPULAR_FILE
+        popular = json.loads(popular_file.read_text()) if popular_file.is_file() else None
+        return cls(task, item_ids, task.item_vectors(), max_len=max_len, popular=popular, index_kind=index_kind)
 
     def encode_histories(self, histories: Sequence[Sequence[str]]) -> list[list[int]]:
         """Item ids -> indices; ids outside the catalogue are named in the error."""
@@ -101,8 +120,80 @@ class Predictor:
         indices = self.encode_histories(histories)
         users = self.user_vectors(indices)
         exclude = [sorted(set(h)) for h in indices] if exclude_seen else None
-        scores, top = topk_scores(users, self.scoring_vectors, k, exclude, exclude_all=[PAD])
+        scores, top = self.ann.search(users, k, exclude)
+        return self._pairs(scores, top)
+
+    def _pairs(self, scores: Tensor, top: Tensor) -> list[list[tuple[str, float]]]:
         return [
             [(self.item_ids[int(i) - 1], float(s)) for s, i in zip(row_s, row_i, strict=True) if int(i) > 0]
             for row_s, row_i in zip(scores, top, strict=True)
         ]
+
+    def popular_items(self, k: int, exclude: Sequence[str] = ()) -> list[str]:
+        """The ``k`` most popular training items not in ``exclude`` (the fallback for users with no history)."""
+        banned = set(exclude)
+        return [i for i in self.popular if i not in banned][:k]
+
+    def similar_items(self, k: int, item_id: str | None = None, text: Mapping | None = None) -> list[tuple[str, float]]:
+        """Items nearest to a catalogue item (itself excluded) or to an item described by its text fields."""
+        if (item_id is None) == (text is None):
+            raise ValueError("give exactly one of item_id or text")
+        if item_id is not None:
+            if item_id not in self.index:
+                raise DataError(f"unknown item id '{item_id}'", column="item_id")
+            row = self.index[item_id]
+            query, exclude = self.scoring_vectors[row : row + 1], [[row]]
+        else:
+            query, exclude = self._scoring(self.encode_texts([text])), None
+        scores, top = self.ann.search(query, k, exclude)
+        return self._pairs(scores, top)[0]
+
+    def encode_texts(self, items: Sequence[Mapping]) -> Tensor:
+        """(M, D) raw vectors of items from their text alone (no id vector: the Item LLM + projection)."""
+        model = self.task.model
+        tokenizer = getattr(self.task, "tokenizer", None)
+        if tokenizer is None or not hasattr(model, "encode_items"):
+            raise ValueError("this model has no Item LLM (an ID model): items cannot be embedded from text")
+        from hllm.models.text import tokenize_items
+
+        model.eval()
+        with torch.no_grad():
+            batch = tokenize_items(list(items), tokenizer, model.config)
+            return model.encode_items(batch["input_ids"], batch["attention_mask"]).float()
+
+    def upsert_items(self, items: Sequence[Mapping]) -> tuple[int, int]:
+        """Embed ``items`` (``item_id`` + text fields) from their text; add new ids, replace known ones.
+
+        New items are recommendable at once (cold start). A known item keeps its learned id vector and gets the
+        text part of its new text. Returns ``(added, updated)``.
+        """
+        config = getattr(self.task.model, "config", None)
+        if config is not None and config.use_item_id_embedding and not config.item_id_in_target:
+            raise ValueError("upsert needs item_id_in_target (or no id embedding): new items have no input id")
+        ids = [str(item["item_id"]) for item in items]
+        if len(set(ids)) != len(ids):
+            raise DataError("duplicate item_id in one upsert", column="item_id")
+        text = self.encode_texts(items)
+        known = [j for j, i in enumerate(ids) if i in self.index]
+        fresh = [j for j, i in enumerate(ids) if i not in self.index]
+        raw = self.raw_vectors.clone()
+        if known:
+            rows = torch.tensor([self.index[ids[j]] for j in known])
+            raw[rows] = text[known] + self._id_vectors(rows)
+        if fresh:
+            raw = torch.cat([raw, text[fresh]])
+            for j in fresh:
+                self.item_ids.append(ids[j])
+                self.index[ids[j]] = len(self.item_ids)
+        self._set_vectors(raw)
+        return len(fresh), len(known)
+
+    def _id_vectors(self, rows: Tensor) -> Tensor:
+        model = self.task.model
+        if getattr(model.config, "item_id_in_target", False) and model.item_id_embedding is not None:
+            in_table = rows < model.item_id_embedding.num_embeddings
+            with torch.no_grad():
+                out = torch.zeros(len(rows), self.raw_vectors.shape[1])
+                out[in_table] = model.item_id_embedding(rows[in_table]).float()
+            return out
+        return torch.zeros(len(rows), self.raw_vectors.shape[1])

@@ -230,7 +230,7 @@ def run_training(
     split = leave_one_out(dataset.interactions)
     vocab = ItemVocab.from_items(dataset.items)
     task = build_task(run, dataset, vocab, text_vectors)
-    return train(
+    result = train(
         task,
         train_sequences(split, vocab),
         eval_set(split, vocab, "valid"),
@@ -239,3 +239,15 @@ def run_training(
         resume=resume,
         show_progress=progress,
     )
+    write_popular_items(split, out / "model")
+    return result
+
+
+def write_popular_items(split, model_dir: Path, top: int = 1000) -> None:
+    """The most popular training items (most first) beside the model: the fallback for users without history."""
+    from collections import Counter
+
+    counts = Counter(item for sequence in split.users["train"] for item in sequence)
+    ranked = [item for item, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
+    if model_dir.is_dir():
+        (model_dir / "popular_items.json").write_text(json.dumps(ranked) + "\n")

@@ -1,0 +1,139 @@
+"""The HLLM online service (BentoML 1.4): a thin adapter over `hllm.predictor.Predictor` and the Feast store.
+
+Environment: ``HLLM_MODEL`` (BentoML model tag, default ``hllm:latest``), ``HLLM_FEAST_HOME`` (Feast data, for
+histories by user id and for events; optional), ``HLLM_REQUEST_LOG`` (JSONL request log for drift monitoring;
+optional), ``HLLM_INDEX`` (``auto`` | ``exact`` | ``faiss``), ``HLLM_MAX_BODY_BYTES`` (default 1 MiB).
+Health: BentoML's ``/livez`` and ``/readyz``; metrics: ``/metrics`` (Prometheus); OpenAPI: ``/docs.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated
+
+import bentoml
+from pydantic import BaseModel, Field
+
+MAX_K = 1000
+MAX_HISTORY = 1000
+K = Annotated[int, Field(ge=1, le=MAX_K, description="How many items to return.")]
+
+
+class Item(BaseModel):
+    item_id: Annotated[str, Field(min_length=1, max_length=256)]
+    title: str = ""
+    tag: str = ""
+    description: str = ""
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over the limit, before it reaches the API."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            length = dict(scope.get("headers") or []).get(b"content-length")
+            if length is not None and int(length) > self.max_bytes:
+                body = f'{{"error": "request body over {self.max_bytes} bytes"}}'.encode()
+                await send(
+                    {"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]}
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+@bentoml.service(name="hllm", traffic={"timeout": 30}, workers=1)
+class HLLMService:
+    def __init__(self) -> None:
+        from hllm.monitoring import RequestLog
+        from hllm.predictor import Predictor
+
+        tag = os.environ.get("HLLM_MODEL", "hllm:latest")
+        try:
+            self.model_ref = bentoml.models.get(tag)
+            self.predictor = Predictor.load(self.model_ref.path, index_kind=os.environ.get("HLLM_INDEX", "auto"))
+        except Exception as exc:  # any failure to load is fatal: say which model and why, then stop
+            raise RuntimeError(f"cannot load model '{tag}' from the BentoML store: {exc}") from exc
+        home = os.environ.get("HLLM_FEAST_HOME")
+        self.store = None
+        if home:
+            from feature_repo.store import open_store
+
+            self.store = open_store(home)
+        self.log = RequestLog(os.environ.get("HLLM_REQUEST_LOG"))
+
+    def _history(self, user_id: str) -> list[str]:
+        if self.store is None:
+            raise bentoml.exceptions.ServiceUnavailable("no feature store configured (HLLM_FEAST_HOME): send history")
+        from feature_repo.store import online_histories
+
+        return online_histories(self.store, [user_id])[0]["item_ids"]
+
+    @bentoml.api
+    def recommend(
+        self, user_id: str | None = None, history: list[str] | None = None, k: K = 10, exclude_seen: bool = True
+    ) -> dict:
+        """Top-k items for a user (history from the feature store) or for a given history, oldest item first."""
+        if (user_id is None) == (history is None):
+            raise bentoml.exceptions.InvalidArgument("give exactly one of user_id or history")
+        items = list(history) if history is not None else self._history(user_id)
+        if len(items) > MAX_HISTORY:
+            raise bentoml.exceptions.InvalidArgument(f"history of {len(items)} items is over {MAX_HISTORY}")
+        k = min(k, len(self.predictor.item_ids))
+        if not items:
+            ranked, fallback = [(i, None) for i in self.predictor.popular_items(k)], "popularity"
+        else:
+            try:
+                ranked, fallback = self.predictor.recommend([items], k, exclude_seen)[0], None
+            except ValueError as exc:  # unknown item ids, named
+                raise bentoml.exceptions.InvalidArgument(str(exc)) from None
+        self.log.write(
+            "recommend", user_id=user_id, history=items[-50:], items=[i for i, _ in ranked], fallback=fallback
+        )
+        return {
+            "items": [{"item_id": i, "score": s} for i, s in ranked],
+            "fallback": fallback,
+            "model": str(self.model_ref.tag),
+        }
+
+    @bentoml.api
+    def similar_items(self, item_id: str | None = None, text: Item | None = None, k: K = 10) -> dict:
+        """Items nearest to a catalogue item, or to an item described by its text (need not be in the catalogue)."""
+        try:
+            found = self.predictor.similar_items(k, item_id=item_id, text=text.model_dump() if text else None)
+        except ValueError as exc:
+            raise bentoml.exceptions.InvalidArgument(str(exc)) from None
+        return {"items": [{"item_id": i, "score": s} for i, s in found]}
+
+    @bentoml.api
+    def upsert_items(self, items: Annotated[list[Item], Field(min_length=1, max_length=1000)]) -> dict:
+        """Embed items from their text and make them recommendable now (new ids added, known ids re-embedded)."""
+        try:
+            added, updated = self.predictor.upsert_items([item.model_dump() for item in items])
+        except ValueError as exc:
+            raise bentoml.exceptions.InvalidArgument(str(exc)) from None
+        return {"added": added, "updated": updated, "catalogue": len(self.predictor.item_ids)}
+
+    @bentoml.api
+    def events(self, user_id: Annotated[str, Field(min_length=1)], item_id: str, timestamp: int | None = None) -> dict:
+        """Record that ``user_id`` interacted with ``item_id``: pushed to the online store, seen by the next call."""
+        from feature_repo.store import online_histories, push_history
+        from hllm.features import append_event
+
+        if item_id not in self.predictor.index:
+            raise bentoml.exceptions.InvalidArgument(f"unknown item id '{item_id}' (upsert it first)")
+        if self.store is None:
+            raise bentoml.exceptions.ServiceUnavailable("no feature store configured (HLLM_FEAST_HOME)")
+        when = int(timestamp if timestamp is not None else time.time())
+        current = online_histories(self.store, [user_id])[0]
+        items, times = append_event(current["item_ids"], current["timestamps"], item_id, when, n=50)
+        push_history(self.store, user_id, items, times, total_length=len(current["item_ids"]) + 1)
+        self.log.write("event", user_id=user_id, item_id=item_id, timestamp=when)
+        return {"user_id": user_id, "history_length": len(items)}
+
+
+HLLMService.add_asgi_middleware(BodyLimit, max_bytes=int(os.environ.get("HLLM_MAX_BODY_BYTES", str(1 << 20))))
