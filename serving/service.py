@@ -132,7 +132,9 @@ class HLLMService:
         current = online_histories(self.store, [user_id])[0]
         items, times = append_event(current["item_ids"], current["timestamps"], item_id, when, n=50)
         push_history(self.store, user_id, items, times, total_length=len(current["item_ids"]) + 1)
-        self.log.write("event", user_id=user_id, item_id=item_id, timestamp=when)
+
+        total = len(current["item_ids"]) + 1
+        self.log.write("event", user_id=user_id, item_id=item_id, timestamp=when, history_length=total)
         return {"user_id": user_id, "history_length": len(items)}
 
 

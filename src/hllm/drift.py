@@ -1,0 +1,257 @@
+"""Data drift between a reference window (training data) and a current window (new interactions or served
+requests), with Evidently 0.7, and the retraining trigger that acts on it.
+
+Each window is a table of events (one per interaction or per served request with a history) with the signals:
+
+- ``history_length``: how many items the user had before this event;
+- ``item_popularity``: log(1 + count in the reference window) of the event's item (0 for items new since);
+- ``category``: the first entry of the item's ``tag`` list (``(none)`` when empty);
+- ``text_pc0..`` : the item's text vector projected on the reference's first principal components
+  (text-embedding drift as per-component drift; Evidently's EmbeddingsDrift took ~50 s per report here).
+
+A signal drifts when Evidently's drift score (normalised Wasserstein distance for numbers, Jensen-Shannon for
+categories) reaches ``threshold``; the window drifts when at least ``min_drifted`` signals do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+NUMERIC = ("history_length", "item_popularity")
+
+
+@dataclass
+class DriftConfig:
+    threshold: float = 0.1
+    min_drifted: int = 2
+    text_components: int = 4
+    max_rows: int = 20_000  # each window is sampled down to this many events (seeded)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"threshold={self.threshold} must be in (0, 1)")
+        if self.min_drifted < 1 or self.max_rows < 10:
+            raise ValueError(f"min_drifted={self.min_drifted} must be >= 1 and max_rows={self.max_rows} >= 10")
+
+
+@dataclass
+class DriftResult:
+    drifted: bool
+    signals: dict[str, dict]
+    reference_rows: int
+    current_rows: int
+    config: dict
+    report_html: str = ""
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def interaction_events(interactions: pd.DataFrame) -> pd.DataFrame:
+    """``item_id`` and ``history_length`` (events the user had before) for every interaction, in time order."""
+    ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable")
+    return pd.DataFrame(
+        {"item_id": ordered["item_id"].to_numpy(), "history_length": ordered.groupby("user_id").cumcount().to_numpy()}
+    )
+
+
+def request_events(records: Iterable[dict]) -> pd.DataFrame:
+    """Events of a request log (`hllm.monitoring`): recommend calls with a history, and pushed events."""
+    rows = []
+    for record in records:
+        if record.get("kind") == "recommend" and record.get("history"):
+            rows.append((record["history"][-1], int(record.get("history_length", len(record["history"])))))
+        elif record.get("kind") == "event" and "history_length" in record:
+            rows.append((record["item_id"], int(record["history_length"]) - 1))
+    return pd.DataFrame(rows, columns=["item_id", "history_length"])
+
+
+def _signals(
+    events: pd.DataFrame,
+    items: pd.DataFrame,
+    counts: Counter,
+    text: dict[str, np.ndarray] | None,
+    basis: tuple[np.ndarray, np.ndarray] | None,
+) -> pd.DataFrame:
+    tags = items.set_index("item_id")["tag"].to_dict() if "tag" in items else {}
+    frame = pd.DataFrame(
+        {
+            "history_length": events["history_length"].astype(float).to_numpy(),
+            "item_popularity": [math.log1p(counts.get(i, 0)) for i in events["item_id"]],
+            "category": [(tags.get(i) or "").split(",")[0].strip() or "(none)" for i in events["item_id"]],
+        }
+    )
+    if text is not None and basis is not None:
+        mean, components = basis
+        known = [text.get(i) for i in events["item_id"]]
+        dim = len(mean)
+        matrix = (
+            np.stack([v if v is not None else np.full(dim, np.nan) for v in known]) if known else np.zeros((0, dim))
+        )
+        projected = (matrix - mean) @ components.T
+        for c in range(components.shape[0]):
+            frame[f"text_pc{c}"] = projected[:, c]
+    return frame
+
+
+def _pca(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    mean = vectors.mean(axis=0)
+    _, _, vt = np.linalg.svd(vectors - mean, full_matrices=False)
+    return mean, vt[:k]
+
+
+def check_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    items: pd.DataFrame,
+    out_dir: str | Path,
+    config: DriftConfig | None = None,
+    text_vectors: dict[str, np.ndarray] | None = None,
+) -> DriftResult:
+    """Compare two event windows (`interaction_events` / `request_events`); write ``drift.html`` and ``drift.json``.
+
+    Raises:
+        ValueError: an empty window (nothing to compare).
+    """
+    from evidently import DataDefinition, Report
+    from evidently import Dataset as EvDataset
+    from evidently.metrics import ValueDrift
+
+    config = config or DriftConfig()
+    for name, window in (("reference", reference), ("current", current)):
+        if window.empty:
+            raise ValueError(f"the {name} window has no events to compare")
+    reference = reference.sample(min(len(reference), config.max_rows), random_state=0)
+    current = current.sample(min(len(current), config.max_rows), random_state=0)
+    counts = Counter(reference["item_id"])
+    basis = None
+    if text_vectors:
+        ref_vectors = np.stack([text_vectors[i] for i in reference["item_id"].unique() if i in text_vectors])
+        basis = _pca(ref_vectors, min(config.text_components, ref_vectors.shape[1]))
+    ref = _signals(reference, items, counts, text_vectors, basis)
+    cur = _signals(current, items, counts, text_vectors, basis)
+    numeric = [c for c in ref.columns if c != "category"]
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=["category"])
+    metrics = [ValueDrift(column=c, method="wasserstein", threshold=config.threshold) for c in numeric]
+    metrics.append(ValueDrift(column="category", method="jensenshannon", threshold=config.threshold))
+    snapshot = Report(metrics).run(
+        current_data=EvDataset.from_pandas(cur.dropna(), data_definition=definition),
+        reference_data=EvDataset.from_pandas(ref.dropna(), data_definition=definition),
+    )
+    signals = {}
+    for metric in snapshot.dict()["metrics"]:
+        column, score = metric["config"]["column"], float(metric["value"])
+        signals[column] = {"score": round(score, 4), "drifted": score >= config.threshold}
+    drifted = [name for name, s in signals.items() if s["drifted"]]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(out / "drift.html"))
+    result = DriftResult(
+        drifted=len(drifted) >= config.min_drifted,
+        signals=signals,
+        reference_rows=len(ref),
+        current_rows=len(cur),
+        config=asdict(config),
+        report_html=str(out / "drift.html"),
+        reasons=[f"{n}: score {signals[n]['score']} >= {config.threshold}" for n in drifted],
+    )
+    (out / "drift.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    logger.info(
+        "drift %s: %d of %d signals drifted", "DETECTED" if result.drifted else "none", len(drifted), len(signals)
+    )
+    return result
+
+
+class RetrainTrigger:
+    """Start retraining on drift at most once per ``cooldown_s``, and never while a started run is in flight.
+
+    State (last start and the in-flight run's handle) lives in a small JSON file, so separate invocations (a
+    CronJob, a shell loop) share it. ``launcher`` starts a run and tells whether one is still running.
+    """
+
+    def __init__(self, state_path: str | Path, launcher, cooldown_s: float = 6 * 3600) -> None:
+        self.state_path = Path(state_path)
+        self.launcher = launcher
+        self.cooldown_s = cooldown_s
+
+    def _state(self) -> dict:
+        return json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+
+    def maybe_retrain(self, drifted: bool, now: float | None = None) -> dict:
+        """Start a run if ``drifted`` and allowed; returns ``{"started": bool, "reason": str, ...}``."""
+        now = time.time() if now is None else now
+        state = self._state()
+        if not drifted:
+            return {"started": False, "reason": "no drift"}
+        handle = state.get("in_flight")
+        if handle and self.launcher.is_running(handle):
+            return {"started": False, "reason": f"a retraining run is in flight: {handle}"}
+        last = state.get("last_started_at")
+        if last is not None and now - last < self.cooldown_s:
+            left = self.cooldown_s - (now - last)
+            return {"started": False, "reason": f"cooldown: {left / 60:.0f} min left of {self.cooldown_s / 60:.0f}"}
+        handle = self.launcher.start()
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"last_started_at": now, "in_flight": handle}, indent=2))
+        tmp.replace(self.state_path)
+        return {"started": True, "reason": "drift detected", "run": handle}
+
+
+class LocalLauncher:
+    """Retrain on this machine: ``hllm run`` (the local pipeline) as a detached background process."""
+
+    def __init__(self, command: list[str], log_path: str | Path) -> None:
+        self.command = command
+        self.log_path = Path(log_path)
+
+    def start(self) -> dict:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a") as log:
+            proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        logger.info("started retraining (pid %d): %s", proc.pid, " ".join(self.command))
+        return {"kind": "local", "pid": proc.pid, "log": str(self.log_path)}
+
+    def is_running(self, handle: dict) -> bool:
+        pid = handle.get("pid")
+        if not pid:
+            return False
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        stat = Path(f"/proc/{pid}/stat")
+        if stat.is_file() and stat.read_text().split(") ")[-1].startswith("Z"):
+            os.waitpid(pid, os.WNOHANG)  # our own finished child: reap it
+            return False
+        return True
+
+
+class KfpLauncher:
+    """Retrain on Kubeflow: submit the training pipeline with ``submit`` (``pipelines.cluster.submit``)."""
+
+    RUNNING = frozenset({"PENDING", "RUNNING", "PAUSED", "CANCELING"})
+
+    def __init__(self, client, submit) -> None:
+        self.client, self.submit = client, submit
+
+    def start(self) -> dict:
+        return {"kind": "kfp", **self.submit(self.client)}
+
+    def is_running(self, handle: dict) -> bool:
+        run = self.client.get_run(handle["run_id"])
+        return str(getattr(run, "state", "")).upper() in self.RUNNING

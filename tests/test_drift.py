@@ -1,0 +1,119 @@
+"""Drift: a deliberately shifted window is flagged, an unshifted one is not; the trigger's cooldown and dedupe."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hllm.data.synth import SynthConfig, generate
+from hllm.drift import (
+    DriftConfig,
+    LocalLauncher,
+    RetrainTrigger,
+    check_drift,
+    interaction_events,
+    request_events,
+)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return generate(SynthConfig(seed=0))
+
+
+def _halves(interactions: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    users = sorted(interactions["user_id"].unique())
+    first = interactions["user_id"].isin(users[::2])
+    return interactions[first], interactions[~first]
+
+
+def _text(demo) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {i: rng.normal(size=8) for i in demo.items["item_id"]}
+
+
+def test_unshifted_window_is_not_flagged(demo, tmp_path: Path) -> None:
+    reference, current = _halves(demo.interactions)
+    result = check_drift(
+        interaction_events(reference), interaction_events(current), demo.items, tmp_path, text_vectors=_text(demo)
+    )
+    assert not result.drifted, result.signals
+    assert (tmp_path / "drift.html").is_file() and json.loads((tmp_path / "drift.json").read_text())["drifted"] is False
+    assert {"history_length", "item_popularity", "category", "text_pc0"} <= set(result.signals)
+
+
+def test_shifted_window_is_flagged_with_reasons(demo, tmp_path: Path) -> None:
+    reference, current = _halves(demo.interactions)
+    # Shift: the current window only holds items of one category, for users with long histories.
+    tags = demo.items.set_index("item_id")["tag"].str.split(",").str[0]
+    one_category = set(tags[tags == tags.value_counts().index[0]].index)
+    events = interaction_events(current)
+    shifted = events[events["item_id"].isin(one_category)].copy()
+    shifted["history_length"] += 40
+    result = check_drift(interaction_events(reference), shifted, demo.items, tmp_path, text_vectors=_text(demo))
+    assert result.drifted
+    assert result.signals["history_length"]["drifted"] and result.signals["category"]["drifted"]
+    assert any(r.startswith("history_length") for r in result.reasons)
+
+
+def test_request_log_events() -> None:
+    records = [
+        {"kind": "recommend", "history": ["a", "b"], "history_length": 7},
+        {"kind": "recommend", "history": []},
+        {"kind": "event", "item_id": "c", "history_length": 3},
+    ]
+    frame = request_events(records)
+    assert frame.to_dict("records") == [{"item_id": "b", "history_length": 7}, {"item_id": "c", "history_length": 2}]
+
+
+def test_empty_window_is_an_error(demo, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="current window has no events"):
+        check_drift(interaction_events(demo.interactions), request_events([]), demo.items, tmp_path)
+    with pytest.raises(ValueError, match="threshold"):
+        DriftConfig(threshold=0)
+
+
+class _Launcher:
+    def __init__(self) -> None:
+        self.started, self.running = 0, False
+
+    def start(self) -> dict:
+        self.started += 1
+        self.running = True
+        return {"kind": "fake", "n": self.started}
+
+    def is_running(self, handle: dict) -> bool:
+        return self.running
+
+
+def test_trigger_dedupes_in_flight_runs_and_honours_the_cooldown(tmp_path: Path) -> None:
+    launcher = _Launcher()
+    trigger = RetrainTrigger(tmp_path / "state.json", launcher, cooldown_s=3600)
+    assert trigger.maybe_retrain(False, now=0)["started"] is False
+    assert trigger.maybe_retrain(True, now=0)["started"] is True
+    again = trigger.maybe_retrain(True, now=10)
+    assert not again["started"] and "in flight" in again["reason"]
+    launcher.running = False  # the run finished
+    cooled = trigger.maybe_retrain(True, now=20)
+    assert not cooled["started"] and "cooldown" in cooled["reason"]
+    assert trigger.maybe_retrain(True, now=3601)["started"] is True and launcher.started == 2
+    # A second trigger object (another CronJob invocation) sees the same state.
+    other = RetrainTrigger(tmp_path / "state.json", launcher, cooldown_s=3600)
+    assert other.maybe_retrain(True, now=3700)["started"] is False
+
+
+def test_local_launcher_tracks_a_real_process(tmp_path: Path) -> None:
+    launcher = LocalLauncher([sys.executable, "-c", "import time; time.sleep(3)"], tmp_path / "retrain.log")
+    handle = launcher.start()
+    assert launcher.is_running(handle)
+    import time
+
+    deadline = time.monotonic() + 20
+    while launcher.is_running(handle) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not launcher.is_running(handle)
