@@ -71,3 +71,105 @@ def test_core_kind_is_checked_strictly() -> None:
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"portz": []}}
     with pytest.raises(ManifestError, match="portz"):
         validate_manifest(service)
+
+
+def _render(path: str) -> str:
+    import subprocess
+
+    return subprocess.run(["kubectl", "kustomize", str(REPO / path)], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize("overlay", ["manifests/base", "manifests/overlays/canary"])
+def test_kustomize_renders_and_every_manifest_validates(overlay: str) -> None:
+    text = _render(overlay)
+    kinds = [d["kind"] for d in yaml.safe_load_all(text)]
+    assert validate_documents(text, overlay) == len(kinds)
+    assert {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "CronJob",
+    } <= set(kinds)
+    assert {"ServiceAccount", "Role", "RoleBinding"} <= set(kinds)
+
+
+def test_service_pods_are_hardened() -> None:
+    for doc in yaml.safe_load_all(_render("manifests/overlays/canary")):
+        if doc["kind"] != "Deployment":
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert {"readinessProbe", "livenessProbe", "resources"} <= set(container)
+
+
+def test_drift_monitor_has_least_privilege() -> None:
+    docs = list(yaml.safe_load_all(_render("manifests/base")))
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["hllm-drift-monitor"], "verbs": ["get"]}
+    ]
+    (cron,) = [d for d in docs if d["kind"] == "CronJob"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"] == "hllm-drift-monitor"
+
+
+def test_deploy_canary_sets_image_and_weights() -> None:
+    from hllm.rollout import render_canary
+
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(render_canary("reg:5000/hllm:1.2.3", 25))}
+    canary = docs[("Deployment", "hllm-canary")]["spec"]["template"]["spec"]["containers"][0]["image"]
+    stable = docs[("Deployment", "hllm")]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert canary == "reg:5000/hllm:1.2.3" and stable == "ghcr.io/hllm-project/hllm:0.1.0-cpu"
+    routes = docs[("VirtualService", "hllm")]["spec"]["http"][0]["route"]
+    assert [(r["destination"]["subset"], r["weight"]) for r in routes] == [("stable", 75), ("canary", 25)]
+
+
+@pytest.mark.parametrize(("image", "weight", "match"), [("reg/hllm:1", 101, "weight=101"), ("reg:5000/hllm", 5, "tag")])
+def test_deploy_canary_rejects_bad_arguments(image: str, weight: int, match: str) -> None:
+    from hllm.rollout import render_canary
+
+    with pytest.raises(ValueError, match=match):
+        render_canary(image, weight)
+
+
+def test_deploy_canary_cli_writes_a_valid_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hllm.cli import app
+
+    result = CliRunner().invoke(
+        app, ["deploy", "canary", "--image", "r/hllm:2", "--weight", "5", "--out", str(tmp_path / "c.yaml")]
+    )
+    assert result.exit_code == 0, result.output
+    assert validate_documents((tmp_path / "c.yaml").read_text()) == 13
+
+
+@pytest.mark.parametrize(
+    ("canary", "stable", "action"),
+    [
+        ((1000, 2, 30.0), (5000, 10, 28.0), "promote"),
+        ((100, 0, 30.0), (5000, 10, 28.0), "hold"),
+        ((1000, 30, 30.0), (5000, 10, 28.0), "rollback"),  # 3% errors
+        ((1000, 2, 60.0), (5000, 10, 28.0), "rollback"),  # p99 over the 50 ms target
+        ((1000, 2, 45.0), (5000, 10, 30.0), "rollback"),  # 1.5x stable's p99
+        ((100, 20, 30.0), (5000, 10, 28.0), "rollback"),  # breach beats "not enough traffic"
+    ],
+)
+def test_canary_decision(canary, stable, action) -> None:
+    from hllm.rollout import VersionMetrics, decide_canary
+
+    decision = decide_canary(VersionMetrics(*canary), VersionMetrics(*stable))
+    assert decision.action == action and decision.reasons
+
+
+def test_recurring_run_definition_matches_what_submit_sends() -> None:
+    spec = yaml.safe_load((REPO / "manifests" / "kfp" / "recurring-run.yaml").read_text())
+    from pipelines.training import Settings, build
+
+    inputs = build(Settings()).component_spec.inputs
+    assert set(spec["parameters"]) <= set(inputs) and spec["max_concurrency"] == 1
+    assert len(spec["cron"].split()) == 6

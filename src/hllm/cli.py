@@ -469,6 +469,7 @@ def drift_check(
     cooldown_hours: Annotated[float, typer.Option(help="Minimum time between two retraining starts.")] = 6.0,
     host: Annotated[str | None, typer.Option(help="KFP endpoint: retrain on the cluster instead of locally.")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="Run config overrides for retraining.")] = None,
+    fail_on_drift: Annotated[bool, typer.Option(help="Exit 4 when drift is detected (off for CronJobs).")] = True,
 ) -> None:
     """Compare the current window with the reference; exit 4 when drift is detected (after any retraining start)."""
     from hllm.drift import DriftConfig, RetrainTrigger, check_drift, interaction_events, request_events
@@ -494,7 +495,7 @@ def drift_check(
         trigger = RetrainTrigger(state, _launcher(src, host, overrides, state.parent), cooldown_hours * 3600)
         summary["retrain"] = trigger.maybe_retrain(result.drifted)
     out.print(json.dumps(summary, indent=2))
-    if result.drifted:
+    if result.drifted and fail_on_drift:
         raise typer.Exit(EXIT_DRIFT)
 
 
@@ -522,6 +523,28 @@ def _launcher(src: Path, host: str | None, overrides: list[str] | None, work: Pa
 
     arguments = {"data_uri": str(src), "run_config": _run_config_yaml(None, overrides)}
     return KfpLauncher(kfp.Client(host=host), lambda client: submit(host, arguments, client=client))
+
+
+deploy_app = typer.Typer(help="Render Kubernetes manifests for rollouts.", no_args_is_help=True)
+app.add_typer(deploy_app, name="deploy")
+
+
+@deploy_app.command("canary")
+def deploy_canary(
+    image: Annotated[str, typer.Option(help="The canary image, with an explicit tag or digest.")],
+    weight: Annotated[int, typer.Option(help="Percent of traffic to the canary (0-100).")] = 10,
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
+) -> None:
+    """Render the canary overlay (stable + canary Deployments, Istio traffic split), validated offline."""
+    from hllm.rollout import render_canary
+
+    text = _guarded(lambda: render_canary(image, weight))
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        console.print(f"wrote {output} (canary {image} at {weight}%); apply with: kubectl apply -f {output}")
+    else:
+        out.print(text, end="", highlight=False, markup=False)
 
 
 @pipeline_app.command("compile")
