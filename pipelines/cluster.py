@@ -10,14 +10,25 @@ from pipelines.training import PIPELINE_NAME, Settings, build
 logger = logging.getLogger(__name__)
 
 
-def compile_pipeline(out: str | Path, settings: Settings = Settings()) -> Path:  # noqa: B008
-    """Write the pipeline spec (IR YAML) for ``settings`` to ``out``."""
+PIPELINES = ("training", "retraining")
+
+
+def compile_pipeline(out: str | Path, settings: Settings = Settings(), which: str = "training") -> Path:  # noqa: B008
+    """Write the spec (IR YAML) of the ``training`` or ``retraining`` pipeline for ``settings`` to ``out``."""
     from kfp import compiler
 
+    if which not in PIPELINES:
+        raise ValueError(f"pipeline '{which}' must be one of {list(PIPELINES)}")
+    if which == "retraining":
+        from pipelines.retraining import build as build_retraining
+
+        pipeline = build_retraining(settings)
+    else:
+        pipeline = build(settings)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build(settings), package_path=str(path))
-    logger.info("compiled %s to %s", PIPELINE_NAME, path)
+    compiler.Compiler().compile(pipeline, package_path=str(path))
+    logger.info("compiled %s (%s) to %s", PIPELINE_NAME, which, path)
     return path
 
 

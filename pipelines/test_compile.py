@@ -109,3 +109,14 @@ def test_recurring_run_never_overlaps_itself() -> None:
     kind, call = client.calls[-1]
     assert result["recurring_run_id"] == "rr-1" and kind == "recurring"
     assert call["cron_expression"] == "0 0 3 * * *" and call["max_concurrency"] == 1 and call["spec"] == "hllm-training"
+
+
+def test_retraining_pipeline_compiles_with_drift_gate(tmp_path: Path) -> None:
+    path = compile_pipeline(tmp_path / "r.yaml", which="retraining")
+    assert components.load_component_from_file(str(path)).name == "hllm-retraining"
+    spec = _load(path)
+    root = spec["root"]["dag"]["tasks"]
+    assert {"drift-check", "condition-1"} <= set(root)
+    assert "pipelinechannel--drift-check-Output" in root["condition-1"]["triggerPolicy"]["condition"]
+    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    assert list(inner) == ["hllm-training"]  # the whole training pipeline, nested

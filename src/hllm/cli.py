@@ -553,11 +553,15 @@ def pipeline_compile(
     image: Image = None,
     gpus_per_node: GpusPerNode = 0,
     embed_gpus: EmbedGpus = 0,
+    which: Annotated[str, typer.Option("--pipeline", help="training | retraining (drift check -> training).")] = (
+        "training"
+    ),
 ) -> None:
-    """Compile the training pipeline to kfp IR YAML."""
+    """Compile the training (or drift-triggered retraining) pipeline to kfp IR YAML."""
     from pipelines.cluster import compile_pipeline
 
-    out.print(f"wrote {compile_pipeline(output, _settings(image, gpus_per_node, embed_gpus))}")
+    path = _guarded(lambda: compile_pipeline(output, _settings(image, gpus_per_node, embed_gpus), which))
+    out.print(f"wrote {path}")
 
 
 @pipeline_app.command("submit")

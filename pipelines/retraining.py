@@ -1,0 +1,39 @@
+"""The retraining pipeline: drift check on new data -> ``dsl.If`` drifted -> the whole training pipeline on it."""
+
+from kfp import dsl
+
+from components.drift_check import component as drift_check
+from pipelines.training import Settings
+from pipelines.training import build as build_training
+
+PIPELINE_NAME = "hllm-retraining"
+
+
+def build(settings: Settings = Settings()):  # noqa: B008
+    training = build_training(settings)
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="HLLM: retrain when new data drifts from the training data.")
+    def retraining_pipeline(
+        reference_uri: str,
+        current_uri: str,
+        run_config: str,
+        feast_home: str = "/data/feast",
+        gate_thresholds: str = "{}",
+        model_name: str = "hllm",
+        drift_threshold: float = 0.1,
+        min_drifted: int = 2,
+    ):
+        drift = drift_check.make(settings.image)(
+            reference_uri=reference_uri, current_uri=current_uri, threshold=drift_threshold, min_drifted=min_drifted
+        ).set_display_name("drift check")
+        drift.set_caching_options(False)
+        with dsl.If(drift.outputs["Output"] == True, name="drifted"):  # noqa: E712 (kfp condition)
+            training(
+                data_uri=current_uri,
+                run_config=run_config,
+                feast_home=feast_home,
+                gate_thresholds=gate_thresholds,
+                model_name=model_name,
+            )
+
+    return retraining_pipeline

@@ -1,0 +1,62 @@
+"""``hllm drift check --retrain`` on a shifted window starts a real local retraining run, exactly once."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from testdata import tiny_run_overrides
+from typer.testing import CliRunner
+
+from hllm.cli import app
+from hllm.data.schema import Dataset
+from hllm.data.synth import SynthConfig, generate
+from hllm.drift import LocalLauncher
+
+pytestmark = pytest.mark.integration
+
+
+def _windows(tmp_path: Path) -> tuple[Path, Path]:
+    demo = generate(SynthConfig(seed=0))
+    reference = demo.save_csv(tmp_path / "reference")
+    first_tag = demo.items["tag"].str.split(",").str[0]
+    category = set(demo.items.loc[first_tag.isin(first_tag.value_counts().index[:2]), "item_id"])
+    shifted = demo.interactions[demo.interactions["item_id"].isin(category)]
+    counts = shifted["user_id"].value_counts()
+    shifted = shifted[shifted["user_id"].isin(counts[counts >= 3].index)]
+    return reference, Dataset(shifted, demo.items).save_csv(tmp_path / "shifted")
+
+
+def test_shifted_window_starts_one_local_retraining_run(tmp_path: Path) -> None:
+    reference, shifted = _windows(tmp_path)
+    state = tmp_path / "trigger" / "state.json"
+    args = ["drift", "check", "--reference", str(reference), "--current", str(shifted), "--out", str(tmp_path / "d")]
+    args += ["--retrain", "--state", str(state)]
+    args += [a for o in tiny_run_overrides(epochs=1) for a in ("--set", o)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 4, first.output  # drift detected
+    handle = json.loads(state.read_text())["in_flight"]
+    assert handle["kind"] == "local" and handle["pid"] > 0
+    second = CliRunner().invoke(app, args)  # while the first retraining runs: no duplicate
+    assert second.exit_code == 4 and '"started": false' in second.output and "in flight" in second.output
+    launcher = LocalLauncher([], handle["log"])
+    deadline = time.monotonic() + 900
+    while launcher.is_running(handle) and time.monotonic() < deadline:
+        time.sleep(2)
+    run_dirs = sorted((tmp_path / "trigger").glob("retrain-*/summary.json"))
+    assert run_dirs, Path(handle["log"]).read_text()[-3000:]
+    summary = json.loads(run_dirs[0].read_text())
+    assert summary["gate"]["passed"] in (True, False) and "train.model" in summary["artifacts"]
+    third = CliRunner().invoke(app, args)  # finished, but inside the cooldown
+    assert '"started": false' in third.output and "cooldown" in third.output
+
+
+def test_unshifted_window_starts_nothing(tmp_path: Path) -> None:
+    reference, _ = _windows(tmp_path)
+    state = tmp_path / "state.json"
+    args = ["drift", "check", "--reference", str(reference), "--current", str(reference), "--out", str(tmp_path / "d")]
+    result = CliRunner().invoke(app, [*args, "--retrain", "--state", str(state)])
+    assert result.exit_code == 0, result.output
+    assert '"drifted": false' in result.output and not state.exists()
