@@ -2,7 +2,9 @@
 
 Environment: ``HLLM_MODEL`` (BentoML model tag, default ``hllm:latest``), ``HLLM_FEAST_HOME`` (Feast data, for
 histories by user id and for events; optional), ``HLLM_REQUEST_LOG`` (JSONL request log for drift monitoring;
-optional), ``HLLM_INDEX`` (``auto`` | ``exact`` | ``faiss``), ``HLLM_MAX_BODY_BYTES`` (default 1 MiB).
+optional), ``HLLM_INDEX`` (``auto`` | ``exact`` | ``faiss``), ``HLLM_MAX_BODY_BYTES`` (default 1 MiB),
+``HLLM_TORCH_THREADS`` (default 1). One worker: ``upsert_items`` changes that worker's index, so several workers
+would disagree.
 Health: BentoML's ``/livez`` and ``/readyz``; metrics: ``/metrics`` (Prometheus); OpenAPI: ``/docs.json``.
 """
 
@@ -49,9 +51,14 @@ class BodyLimit:
 @bentoml.service(name="hllm", traffic={"timeout": 30}, workers=1)
 class HLLMService:
     def __init__(self) -> None:
+        import torch
+
         from hllm.monitoring import RequestLog
         from hllm.predictor import Predictor
 
+        # Requests run concurrently in BentoML's thread pool: one torch thread each uses the cores without
+        # oversubscription (HLLM_TORCH_THREADS overrides).
+        torch.set_num_threads(int(os.environ.get("HLLM_TORCH_THREADS", "1")))
         tag = os.environ.get("HLLM_MODEL", "hllm:latest")
         try:
             self.model_ref = bentoml.models.get(tag)
@@ -99,6 +106,23 @@ class HLLMService:
             "fallback": fallback,
             "model": str(self.model_ref.tag),
         }
+
+    @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=200)
+    def recommend_batch(self, histories: list[list[str]]) -> list[list[str]]:
+        """Adaptive-batching variant of ``recommend`` (top 10, seen items excluded): concurrent calls are merged
+        into one User-LLM pass.
+
+        Each call sends a list of histories (usually one); unknown ids fail the whole merged batch, so clients
+        should send known ids (the catalogue is ``/recommend``'s to validate).
+        """
+        for history in histories:
+            if not 1 <= len(history) <= MAX_HISTORY:
+                raise bentoml.exceptions.InvalidArgument(f"each history needs 1 to {MAX_HISTORY} items")
+        try:
+            ranked = self.predictor.recommend(histories, min(10, len(self.predictor.item_ids)))
+        except ValueError as exc:
+            raise bentoml.exceptions.InvalidArgument(str(exc)) from None
+        return [[item for item, _ in row] for row in ranked]
 
     @bentoml.api
     def similar_items(self, item_id: str | None = None, text: Item | None = None, k: K = 10) -> dict:

@@ -47,7 +47,7 @@ class FaissIndex:
 
     kind = "faiss-hnsw"
 
-    def __init__(self, vectors: Tensor, m: int = 32, ef_search: int = 128, ef_construction: int = 200) -> None:
+    def __init__(self, vectors: Tensor, m: int = 32, ef_search: int = 128, ef_construction: int = 100) -> None:
         import faiss
 
         self._faiss = faiss
