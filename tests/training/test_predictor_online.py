@@ -1,0 +1,85 @@
+"""The Predictor's online operations: upsert from text (cold start), similar items, popularity fallback, and
+the faiss index agreeing with exact search."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_hllm_training import _overrides
+
+from hllm.data.schema import DataError
+from hllm.data.synth import SynthConfig, generate
+from hllm.index import ExactIndex, FaissIndex, build_index
+from hllm.predictor import Predictor
+from hllm.training.build import load_run_config, run_training
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    dataset = generate(SynthConfig(n_users=60, n_items=48, n_topics=4, max_seq_len=10, seed=5))
+    out = tmp_path_factory.mktemp("online")
+    overrides = [*_overrides(epochs=1), "hllm.use_item_id_embedding=true", "hllm.item_id_in_target=true"]
+    run_training(dataset, load_run_config(None, overrides), out, progress=False)
+    return out / "model"
+
+
+def test_training_writes_the_popularity_fallback(model_dir: Path) -> None:
+    popular = json.loads((model_dir / "popular_items.json").read_text())
+    predictor = Predictor.load(model_dir)
+    assert predictor.popular == popular and len(popular) > 10
+    assert predictor.popular_items(3, exclude=popular[:1]) == popular[1:4]
+
+
+def test_upserted_item_is_recommendable_and_nearest_to_its_own_text(model_dir: Path) -> None:
+    predictor = Predictor.load(model_dir)
+    item = {"item_id": "fresh", "title": "Completely new titanium gadget", "tag": "new", "description": "cold"}
+    assert predictor.upsert_items([item]) == (1, 0)
+    assert predictor.similar_items(1, text=item)[0][0] == "fresh"
+    ranked = [i for i, _ in predictor.recommend([[predictor.item_ids[0]]], k=len(predictor.item_ids) - 1)[0]]
+    assert "fresh" in ranked  # the whole catalogue, the new item included
+    history = predictor.recommend([["fresh"]], k=5)[0]
+    assert "fresh" not in [i for i, _ in history]  # seen items stay excluded
+
+
+def test_upserting_a_known_item_keeps_its_id_vector(model_dir: Path) -> None:
+    predictor = Predictor.load(model_dir)
+    known = predictor.item_ids[3]
+    row = predictor.index[known]
+    text = predictor.encode_texts([{"item_id": known, "title": "renamed"}])[0]
+    id_part = predictor.task.model.item_id_embedding.weight[row].detach()
+    assert predictor.upsert_items([{"item_id": known, "title": "renamed"}]) == (0, 1)
+    assert torch.allclose(predictor.raw_vectors[row], text + id_part, atol=1e-5)
+    assert len(predictor.item_ids) == len(Predictor.load(model_dir).item_ids)
+
+
+def test_similar_items_and_bad_queries(model_dir: Path) -> None:
+    predictor = Predictor.load(model_dir)
+    first = predictor.item_ids[0]
+    found = predictor.similar_items(5, item_id=first)
+    assert len(found) == 5 and first not in [i for i, _ in found]
+    with pytest.raises(DataError, match="unknown item id 'nope'"):
+        predictor.similar_items(5, item_id="nope")
+    with pytest.raises(ValueError, match="exactly one"):
+        predictor.similar_items(5)
+    with pytest.raises(DataError, match="duplicate item_id"):
+        predictor.upsert_items([{"item_id": "a", "title": "x"}, {"item_id": "a", "title": "y"}])
+
+
+def test_faiss_index_agrees_with_exact_search() -> None:
+    torch.manual_seed(0)
+    vectors = torch.nn.functional.normalize(torch.randn(2001, 32), dim=-1)
+    users = torch.nn.functional.normalize(torch.randn(50, 32), dim=-1)
+    exclude = [[1, 2, 3]] * 50
+    _, exact_rows = ExactIndex(vectors).search(users, 10, exclude)
+    approx_scores, approx_rows = FaissIndex(vectors).search(users, 10, exclude)
+    overlap = sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx_rows, exact_rows, strict=True))
+    assert overlap / 500 > 0.95
+    assert not {0, 1, 2, 3} & set(approx_rows.flatten().tolist())
+    assert torch.all(approx_scores[:, :-1] >= approx_scores[:, 1:] - 1e-6)
+    assert build_index(vectors, "auto", faiss_min_items=1000).kind == "faiss-hnsw"
+    assert build_index(vectors, "auto").kind == "exact"
+    with pytest.raises(ValueError, match="index kind"):
+        build_index(vectors, "annoy")
