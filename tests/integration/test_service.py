@@ -210,3 +210,17 @@ def test_hllm_serve_refuses_a_corrupt_model_before_starting(deployed) -> None:
     assert result.exit_code == 2 and "cannot load model" in result.output
     result = CliRunner().invoke(app, ["serve", "--model", "serve-missing:latest"])
     assert result.exit_code == 2 and "no model 'serve-missing:latest'" in result.output
+
+
+def test_bento_builds_from_the_repo(tmp_path: Path) -> None:
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", "."], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    bento = (
+        tmp_path / "home" / "bentos" / "hllm" / (tmp_path / "home" / "bentos" / "hllm" / "latest").read_text().strip()
+    )
+    assert (bento / "src" / "serving" / "service.py").is_file()
+    assert (bento / "src" / "feature_repo" / "features.py").is_file()
+    assert not list((bento / "src").rglob("test_*.py"))
