@@ -95,12 +95,18 @@ def sync(dataset, home: str | Path, history_length: int | None = None, snapshots
 
 
 def online_histories(store, user_ids: list[str]) -> list[dict]:
-    """Per user, ``{"item_ids": [...], "timestamps": [...]}`` oldest first (empty lists for unknown users)."""
+    """Per user, ``{"item_ids", "timestamps", "length"}``: the last N items oldest first and how many events the
+    user has in all (empty lists and 0 for unknown users)."""
     service = store.get_feature_service("hllm_v1")
     rows = store.get_online_features(features=service, entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
     out = []
-    for ids, times in zip(rows["recent_item_ids"], rows["recent_timestamps"], strict=True):
-        out.append({"item_ids": list(ids or []), "timestamps": [int(t) for t in (times or [])]})
+    for ids, times, length in zip(
+        rows["recent_item_ids"], rows["recent_timestamps"], rows["history_length"], strict=True
+    ):
+        items = list(ids or [])
+        out.append(
+            {"item_ids": items, "timestamps": [int(t) for t in (times or [])], "length": int(length or len(items))}
+        )
     return out
 
 

@@ -26,9 +26,9 @@ def store(tmp_path_factory):
 
 def test_histories_are_the_last_n_in_time_order(store) -> None:
     long, short, nobody = online_histories(store, ["long", "short", "nobody"])
-    assert long == {"item_ids": ["i3", "i4", "i5", "i7"], "timestamps": [130, 140, 150, 150]}
-    assert short == {"item_ids": ["i1", "i3"], "timestamps": [400, 500]}
-    assert nobody == {"item_ids": [], "timestamps": []}
+    assert long == {"item_ids": ["i3", "i4", "i5", "i7"], "timestamps": [130, 140, 150, 150], "length": 7}
+    assert short == {"item_ids": ["i1", "i3"], "timestamps": [400, 500], "length": 2}
+    assert nobody == {"item_ids": [], "timestamps": [], "length": 0}
 
 
 def test_item_text_is_served(store) -> None:
@@ -43,7 +43,7 @@ def test_a_pushed_event_is_read_back(store) -> None:
     items, times = append_event(current["item_ids"], current["timestamps"], "i6", 600, n=4)
     push_history(store, "short", items, times, total_length=3)
     (after,) = online_histories(store, ["short"])
-    assert after == {"item_ids": ["i1", "i3", "i6"], "timestamps": [400, 500, 600]}
+    assert after == {"item_ids": ["i1", "i3", "i6"], "timestamps": [400, 500, 600], "length": 3}
 
 
 def test_point_in_time_history_for_training(store) -> None:

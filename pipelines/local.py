@@ -39,7 +39,7 @@ def run_local(out_dir: str | Path, **arguments) -> LocalRun:
     root.mkdir(parents=True, exist_ok=True)
     before = set(root.iterdir())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
-    pipeline = build(Settings())
+    pipeline = build(Settings(cluster=False))
     try:
         pipeline(**arguments)
     finally:

@@ -3,7 +3,7 @@
 from kfp import dsl
 
 from components.drift_check import component as drift_check
-from pipelines.training import Settings
+from pipelines.training import Settings, _storage
 from pipelines.training import build as build_training
 
 PIPELINE_NAME = "hllm-retraining"
@@ -27,6 +27,7 @@ def build(settings: Settings = Settings()):  # noqa: B008
             reference_uri=reference_uri, current_uri=current_uri, threshold=drift_threshold, min_drifted=min_drifted
         ).set_display_name("drift check")
         drift.set_caching_options(False)
+        _storage(drift, settings)
         with dsl.If(drift.outputs["Output"] == True, name="drifted"):  # noqa: E712 (kfp condition)
             training(
                 data_uri=current_uri,

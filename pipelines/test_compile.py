@@ -120,3 +120,22 @@ def test_retraining_pipeline_compiles_with_drift_gate(tmp_path: Path) -> None:
     assert "pipelinechannel--drift-check-Output" in root["condition-1"]["triggerPolicy"]["condition"]
     inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
     assert list(inner) == ["hllm-training"]  # the whole training pipeline, nested
+
+
+def test_cluster_storage_and_secrets_are_wired(tmp_path: Path) -> None:
+    spec = _load(compile_pipeline(tmp_path / "p.yaml"))
+    platform = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for step in ("validate-data", "sync-features", "embed-items", "train", "evaluate", "gate", "register"):
+        mounts = {m["mountPath"] for m in platform[f"exec-{step}"]["pvcMount"]}
+        assert "/data" in mounts, step
+    assert {m["mountPath"] for m in platform["exec-register"]["pvcMount"]} == {"/data", "/models"}
+    env = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"]["exec-register"]["container"]["env"]}
+    assert env["BENTOML_HOME"] == "/models/bentoml"
+    secrets = platform["exec-sync-features"]["secretAsEnv"][0]
+    assert secrets["secretName"] == "hllm-feast" and len(secrets["keyToEnv"]) == 2
+
+
+def test_local_build_keeps_the_local_stores(tmp_path: Path) -> None:
+    spec = _load(compile_pipeline(tmp_path / "p.yaml", Settings(cluster=False)))
+    assert "env" not in spec["deploymentSpec"]["executors"]["exec-register"]["container"]
+    assert not spec["platforms"].get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {}).get("exec-gate")

@@ -11,6 +11,7 @@ Health: BentoML's ``/livez`` and ``/readyz``; metrics: ``/metrics`` (Prometheus)
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Annotated
 
@@ -72,13 +73,21 @@ class HLLMService:
 
             self.store = open_store(home)
         self.log = RequestLog(os.environ.get("HLLM_REQUEST_LOG"))
+        self._user_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
-    def _history(self, user_id: str) -> list[str]:
+    def _history(self, user_id: str) -> tuple[list[str], int]:
+        """The user's recent items (oldest first) and their total number of events."""
         if self.store is None:
             raise bentoml.exceptions.ServiceUnavailable("no feature store configured (HLLM_FEAST_HOME): send history")
         from feature_repo.store import online_histories
 
-        return online_histories(self.store, [user_id])[0]["item_ids"]
+        found = online_histories(self.store, [user_id])[0]
+        return found["item_ids"], found["length"]
+
+    def _user_lock(self, user_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._user_locks.setdefault(user_id, threading.Lock())
 
     @bentoml.api
     def recommend(
@@ -87,7 +96,7 @@ class HLLMService:
         """Top-k items for a user (history from the feature store) or for a given history, oldest item first."""
         if (user_id is None) == (history is None):
             raise bentoml.exceptions.InvalidArgument("give exactly one of user_id or history")
-        items = list(history) if history is not None else self._history(user_id)
+        items, total = (list(history), len(history)) if history is not None else self._history(user_id)
         if len(items) > MAX_HISTORY:
             raise bentoml.exceptions.InvalidArgument(f"history of {len(items)} items is over {MAX_HISTORY}")
         k = min(k, len(self.predictor.item_ids))
@@ -99,7 +108,12 @@ class HLLMService:
             except ValueError as exc:  # unknown item ids, named
                 raise bentoml.exceptions.InvalidArgument(str(exc)) from None
         self.log.write(
-            "recommend", user_id=user_id, history=items[-50:], items=[i for i, _ in ranked], fallback=fallback
+            "recommend",
+            user_id=user_id,
+            history=items[-50:],
+            history_length=total,
+            items=[i for i, _ in ranked],
+            fallback=fallback,
         )
         return {
             "items": [{"item_id": i, "score": s} for i, s in ranked],
@@ -153,13 +167,13 @@ class HLLMService:
         if self.store is None:
             raise bentoml.exceptions.ServiceUnavailable("no feature store configured (HLLM_FEAST_HOME)")
         when = int(timestamp if timestamp is not None else time.time())
-        current = online_histories(self.store, [user_id])[0]
-        items, times = append_event(current["item_ids"], current["timestamps"], item_id, when, n=50)
-        push_history(self.store, user_id, items, times, total_length=len(current["item_ids"]) + 1)
-
-        total = len(current["item_ids"]) + 1
+        with self._user_lock(user_id):  # read-append-write of one user's history must not interleave
+            current = online_histories(self.store, [user_id])[0]
+            items, times = append_event(current["item_ids"], current["timestamps"], item_id, when, n=50)
+            total = current["length"] + 1
+            push_history(self.store, user_id, items, times, total_length=total)
         self.log.write("event", user_id=user_id, item_id=item_id, timestamp=when, history_length=total)
-        return {"user_id": user_id, "history_length": len(items)}
+        return {"user_id": user_id, "history_length": total}
 
 
 HLLMService.add_asgi_middleware(BodyLimit, max_bytes=int(os.environ.get("HLLM_MAX_BODY_BYTES", str(1 << 20))))

@@ -61,14 +61,14 @@ def test_shifted_window_is_flagged_with_reasons(demo, tmp_path: Path) -> None:
     assert any(r.startswith("history_length") for r in result.reasons)
 
 
-def test_request_log_events() -> None:
-    records = [
+def test_request_log_events_prefer_interaction_events() -> None:
+    recommends = [
         {"kind": "recommend", "history": ["a", "b"], "history_length": 7},
         {"kind": "recommend", "history": []},
-        {"kind": "event", "item_id": "c", "history_length": 3},
     ]
-    frame = request_events(records)
-    assert frame.to_dict("records") == [{"item_id": "b", "history_length": 7}, {"item_id": "c", "history_length": 2}]
+    assert request_events(recommends).to_dict("records") == [{"item_id": "b", "history_length": 7}]
+    with_events = [*recommends, {"kind": "event", "item_id": "c", "history_length": 3}]
+    assert request_events(with_events).to_dict("records") == [{"item_id": "c", "history_length": 2}]
 
 
 def test_empty_window_is_an_error(demo, tmp_path: Path) -> None:

@@ -128,6 +128,19 @@ def test_deploy_canary_sets_image_and_weights() -> None:
     assert [(r["destination"]["subset"], r["weight"]) for r in routes] == [("stable", 75), ("canary", 25)]
 
 
+def test_deploy_canary_pins_the_models_each_version_serves() -> None:
+    from hllm.rollout import render_canary
+
+    text = render_canary("reg/hllm:2", 10, model="hllm:new123", stable_model="hllm:old456")
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(text)}
+    env = {
+        name: docs[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0]["env"][0]
+        for name in ("hllm", "hllm-canary")
+    }
+    assert env["hllm-canary"] == {"name": "HLLM_MODEL", "value": "hllm:new123"}
+    assert env["hllm"] == {"name": "HLLM_MODEL", "value": "hllm:old456"}
+
+
 @pytest.mark.parametrize(("image", "weight", "match"), [("reg/hllm:1", 101, "weight=101"), ("reg:5000/hllm", 5, "tag")])
 def test_deploy_canary_rejects_bad_arguments(image: str, weight: int, match: str) -> None:
     from hllm.rollout import render_canary
@@ -145,7 +158,7 @@ def test_deploy_canary_cli_writes_a_valid_file(tmp_path: Path) -> None:
         app, ["deploy", "canary", "--image", "r/hllm:2", "--weight", "5", "--out", str(tmp_path / "c.yaml")]
     )
     assert result.exit_code == 0, result.output
-    assert validate_documents((tmp_path / "c.yaml").read_text()) == 13
+    assert validate_documents((tmp_path / "c.yaml").read_text()) == 14  # 10 base + 1 policy + 3 canary
 
 
 @pytest.mark.parametrize(
@@ -173,3 +186,6 @@ def test_recurring_run_definition_matches_what_submit_sends() -> None:
     inputs = build(Settings()).component_spec.inputs
     assert set(spec["parameters"]) <= set(inputs) and spec["max_concurrency"] == 1
     assert len(spec["cron"].split()) == 6
+    from hllm.gating import GateThresholds
+
+    GateThresholds.from_json(spec["parameters"]["gate_thresholds"])  # a valid gate configuration

@@ -1,8 +1,10 @@
 """train: DeepSpeed training of the User LLM (or SASRec) on the validated dataset.
 
 ``gpus_per_node`` > 1 runs ``torchrun`` in this pod; ``num_nodes`` > 1 submits a Training Operator PyTorchJob
-that runs the same training on every node, reading and writing ``shared_dir`` (a ReadWriteMany volume that the
-pipeline mounts in this pod and ``shared_pvc`` names for the job's pods).
+that runs the same training on every node, reading and writing ``shared_dir`` (a ReadWriteMany volume: the
+pipeline mounts its data volume in this pod, `Settings.data_pvc` at `Settings.data_mount`, so pass those as
+``shared_pvc`` / ``shared_dir``). Only the in-pod path reuses the embed step's text vectors; the torchrun and
+PyTorchJob paths encode the catalogue again.
 """
 
 from kfp import dsl

@@ -89,7 +89,7 @@ def _guarded(action: Callable[[], T]) -> T:
     except ValidationFailed as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_GATE_FAILED) from None
-    except (DataError, ValueError) as exc:
+    except (DataError, ValueError, OSError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
@@ -339,8 +339,14 @@ def run(
     $BENTOML_HOME). Exit 0 when a model was registered, 1 when the data failed validation, 3 when the gate
     refused the model, 2 for unusable input or a failed step.
     """
+    from hllm.data.validation import POLICIES
+    from hllm.gating import GateThresholds
     from pipelines.local import run_local
 
+    _guarded(lambda: GateThresholds.from_json(thresholds))  # fail now, not after training
+    if policy not in POLICIES:
+        console.print(f"[red]error:[/red] unknown policy '{policy}', expected one of {list(POLICIES)}")
+        raise typer.Exit(EXIT_BAD_INPUT)
     started = time.perf_counter()
     if src is None:
         from hllm.data.synth import SynthConfig, generate
@@ -411,8 +417,6 @@ def serve(
     index: Annotated[str, typer.Option(help="auto | exact | faiss")] = "auto",
 ) -> None:
     """Serve a registered model over HTTP (BentoML): recommend, similar_items, upsert_items, events, /metrics."""
-    import subprocess
-
     import bentoml
 
     try:
@@ -444,7 +448,7 @@ def serve(
         "--port",
         str(port),
     ]
-    raise typer.Exit(subprocess.call(command, env=env))
+    os.execvpe(command[0], command, env)  # the server becomes this process: signals reach it (PID 1 in a pod)
 
 
 drift_app = typer.Typer(help="Data drift checks and drift-triggered retraining.", no_args_is_help=True)
@@ -504,7 +508,11 @@ def _item_vectors(tag: str) -> dict:
 
     from hllm.predictor import Predictor
 
-    predictor = Predictor.load(bentoml.models.get(tag).path)
+    try:
+        saved = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        raise ValueError(f"--model: no model '{tag}' in the BentoML store") from None
+    predictor = Predictor.load(saved.path)
     return dict(zip(predictor.item_ids, predictor.raw_vectors[1:].numpy(), strict=True))
 
 
@@ -533,12 +541,14 @@ app.add_typer(deploy_app, name="deploy")
 def deploy_canary(
     image: Annotated[str, typer.Option(help="The canary image, with an explicit tag or digest.")],
     weight: Annotated[int, typer.Option(help="Percent of traffic to the canary (0-100).")] = 10,
+    model: Annotated[str | None, typer.Option(help="BentoML model tag the canary serves.")] = None,
+    stable_model: Annotated[str | None, typer.Option(help="BentoML model tag the stable version serves.")] = None,
     output: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
 ) -> None:
     """Render the canary overlay (stable + canary Deployments, Istio traffic split), validated offline."""
     from hllm.rollout import render_canary
 
-    text = _guarded(lambda: render_canary(image, weight))
+    text = _guarded(lambda: render_canary(image, weight, model=model, stable_model=stable_model))
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)

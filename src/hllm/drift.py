@@ -70,13 +70,18 @@ def interaction_events(interactions: pd.DataFrame) -> pd.DataFrame:
 
 
 def request_events(records: Iterable[dict]) -> pd.DataFrame:
-    """Events of a request log (`hllm.monitoring`): recommend calls with a history, and pushed events."""
-    rows = []
-    for record in records:
-        if record.get("kind") == "recommend" and record.get("history"):
-            rows.append((record["history"][-1], int(record.get("history_length", len(record["history"])))))
-        elif record.get("kind") == "event" and "history_length" in record:
-            rows.append((record["item_id"], int(record["history_length"]) - 1))
+    """Events of a request log (`hllm.monitoring`): interaction events when the log has any (each is one real
+    interaction), else recommend calls with a history (its last item, the user's total history length)."""
+    records = list(records)
+    events = [r for r in records if r.get("kind") == "event" and "history_length" in r]
+    if events:
+        rows = [(r["item_id"], int(r["history_length"]) - 1) for r in events]  # events before this one
+    else:
+        rows = [
+            (r["history"][-1], int(r.get("history_length", len(r["history"]))))
+            for r in records
+            if r.get("kind") == "recommend" and r.get("history")
+        ]
     return pd.DataFrame(rows, columns=["item_id", "history_length"])
 
 
@@ -148,15 +153,20 @@ def check_drift(
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=["category"])
     metrics = [ValueDrift(column=c, method="wasserstein", threshold=config.threshold) for c in numeric]
     metrics.append(ValueDrift(column="category", method="jensenshannon", threshold=config.threshold))
+    # Items without a text vector (new since the model) have NaN text signals only: fill them with the reference
+    # mean there (0 after centring) rather than dropping the row from every other signal.
+    text_columns = [c for c in ref.columns if c.startswith("text_pc")]
     snapshot = Report(metrics).run(
-        current_data=EvDataset.from_pandas(cur.dropna(), data_definition=definition),
-        reference_data=EvDataset.from_pandas(ref.dropna(), data_definition=definition),
+        current_data=EvDataset.from_pandas(cur.fillna(dict.fromkeys(text_columns, 0.0)), data_definition=definition),
+        reference_data=EvDataset.from_pandas(ref.fillna(dict.fromkeys(text_columns, 0.0)), data_definition=definition),
     )
     signals = {}
     for metric in snapshot.dict()["metrics"]:
         column, score = metric["config"]["column"], float(metric["value"])
         signals[column] = {"score": round(score, 4), "drifted": score >= config.threshold}
-    drifted = [name for name, s in signals.items() if s["drifted"]]
+    if text_columns:
+        signals["text_unknown_items"] = {"share": round(float(cur[text_columns[0]].isna().mean()), 4)}
+    drifted = [name for name, s in signals.items() if s.get("drifted")]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(out / "drift.html"))

@@ -38,6 +38,8 @@ class GateThresholds:
     @classmethod
     def from_json(cls, text: str) -> GateThresholds:
         values = json.loads(text) if text.strip() else {}
+        if not isinstance(values, dict):
+            raise ValueError(f"gate thresholds must be a JSON object, got {text!r}")
         unknown = sorted(set(values) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"unknown gate threshold(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -68,6 +69,7 @@ class Predictor:
         self.max_len = max_len
         self.popular = [i for i in (popular or []) if i in self.index]
         self.index_kind = index_kind
+        self._upsert_lock = threading.Lock()
         self._set_vectors(item_vectors)
 
     def _scoring(self, raw: Tensor) -> Tensor:
@@ -174,18 +176,20 @@ class Predictor:
         if len(set(ids)) != len(ids):
             raise DataError("duplicate item_id in one upsert", column="item_id")
         text = self.encode_texts(items)
-        known = [j for j, i in enumerate(ids) if i in self.index]
-        fresh = [j for j, i in enumerate(ids) if i not in self.index]
-        raw = self.raw_vectors.clone()
-        if known:
-            rows = torch.tensor([self.index[ids[j]] for j in known])
-            raw[rows] = text[known] + self._id_vectors(rows)
-        if fresh:
-            raw = torch.cat([raw, text[fresh]])
+        with self._upsert_lock:  # one upsert at a time; readers see the old or the new catalogue, whole
+            known = [j for j, i in enumerate(ids) if i in self.index]
+            fresh = [j for j, i in enumerate(ids) if i not in self.index]
+            raw = self.raw_vectors.clone()
+            if known:
+                rows = torch.tensor([self.index[ids[j]] for j in known])
+                raw[rows] = text[known] + self._id_vectors(rows)
+            if fresh:
+                raw = torch.cat([raw, text[fresh]])
+            # Vectors and index first (rows beyond item_ids are never returned), then the ids that name them.
+            self._set_vectors(raw)
             for j in fresh:
                 self.item_ids.append(ids[j])
                 self.index[ids[j]] = len(self.item_ids)
-        self._set_vectors(raw)
         return len(fresh), len(known)
 
     def _id_vectors(self, rows: Tensor) -> Tensor:

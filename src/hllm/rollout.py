@@ -27,10 +27,37 @@ def split_image(image: str) -> dict[str, str]:
     return {"newName": name, "newTag": tag}
 
 
-def render_canary(image: str, weight: int, overlay: Path = CANARY_OVERLAY) -> str:
-    """The canary overlay with the canary on ``image`` receiving ``weight`` % of traffic, validated offline."""
+def _model_patch(deployment: str, model: str) -> dict:
+    # HLLM_MODEL is the first env entry of the service container (manifests/base/deployment.yaml).
+    return {
+        "target": {"group": "apps", "kind": "Deployment", "name": deployment},
+        "patch": yaml.safe_dump(
+            [
+                {"op": "test", "path": "/spec/template/spec/containers/0/env/0/name", "value": "HLLM_MODEL"},
+                {"op": "replace", "path": "/spec/template/spec/containers/0/env/0/value", "value": model},
+            ]
+        ),
+    }
+
+
+def render_canary(
+    image: str,
+    weight: int,
+    overlay: Path = CANARY_OVERLAY,
+    *,
+    model: str | None = None,
+    stable_model: str | None = None,
+) -> str:
+    """The canary overlay with the canary on ``image`` receiving ``weight`` % of traffic, validated offline.
+
+    ``model`` / ``stable_model`` pin the BentoML model tag each version serves (default ``hllm:latest``, which a
+    restart of the stable pods would silently move to the newest model: pin both in production).
+    """
     if not 0 <= weight <= 100:
         raise ValueError(f"weight={weight} must be in [0, 100]")
+    for tag in (model, stable_model):
+        if tag is not None and (":" not in tag or tag.endswith(":")):
+            raise ValueError(f"model tag '{tag}' must be name:version")
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
@@ -48,14 +75,21 @@ def render_canary(image: str, weight: int, overlay: Path = CANARY_OVERLAY) -> st
             }
         ],
     }
+    if model:
+        kustomization["patches"].append(_model_patch("hllm-canary", model))
+    if stable_model:
+        kustomization["patches"].append(_model_patch("hllm", stable_model))
     with tempfile.TemporaryDirectory() as tmp:
         kustomization["resources"] = [os.path.relpath(overlay.resolve(), tmp)]  # kustomize refuses absolute roots
         (Path(tmp) / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
-        done = subprocess.run(
-            ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone", tmp],
-            capture_output=True,
-            text=True,
-        )
+        try:
+            done = subprocess.run(
+                ["kubectl", "kustomize", "--load-restrictor", "LoadRestrictionsNone", tmp],
+                capture_output=True,
+                text=True,
+            )
+        except FileNotFoundError:
+            raise ValueError("kubectl is not installed (needed for `kubectl kustomize`)") from None
     if done.returncode != 0:
         raise ValueError(f"kustomize failed on {overlay}: {done.stderr.strip()}")
     validate_documents(done.stdout, "canary overlay")

@@ -123,15 +123,21 @@ def submit_and_wait(job: dict[str, Any], timeout_s: float = 24 * 3600, poll_s: f
     api.create_namespaced_custom_object(group, version, namespace, plural, job)
     logger.info("submitted PyTorchJob %s/%s", namespace, name)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = api.get_namespaced_custom_object(group, version, namespace, plural, name).get("status", {})
-        for condition in status.get("conditions", []):
-            if condition.get("status") == "True" and condition.get("type") in ("Succeeded", "Failed"):
-                if condition["type"] == "Failed":
-                    raise RuntimeError(f"PyTorchJob {namespace}/{name} failed: {condition.get('message', '')}")
-                return name
-        time.sleep(poll_s)
-    raise RuntimeError(f"PyTorchJob {namespace}/{name} did not finish within {timeout_s:.0f} s")
+    succeeded = False
+    try:
+        while time.monotonic() < deadline:
+            status = api.get_namespaced_custom_object(group, version, namespace, plural, name).get("status", {})
+            for condition in status.get("conditions", []):
+                if condition.get("status") == "True" and condition.get("type") in ("Succeeded", "Failed"):
+                    if condition["type"] == "Failed":
+                        raise RuntimeError(f"PyTorchJob {namespace}/{name} failed: {condition.get('message', '')}")
+                    succeeded = True
+                    return name
+            time.sleep(poll_s)
+        raise RuntimeError(f"PyTorchJob {namespace}/{name} did not finish within {timeout_s:.0f} s")
+    finally:
+        if not succeeded:  # failed, timed out or interrupted: free the GPUs its replicas hold
+            api.delete_namespaced_custom_object(group, version, namespace, plural, name)
 
 
 def shared_path(root: str | Path, *parts: str) -> Path:
