@@ -120,7 +120,11 @@ def build(settings: Settings = Settings()):
         ).set_display_name("evaluate")
         _storage(scored, settings)
         decided = gate.make(image)(
-            scores=scored.outputs["scores"], thresholds=gate_thresholds, model_name=model_name, champion=champion
+            scores=scored.outputs["scores"],
+            dataset=checked.outputs["dataset"],
+            thresholds=gate_thresholds,
+            model_name=model_name,
+            champion=champion,
         ).set_display_name("gate")
         decided.set_caching_options(False)  # the champion lives outside the pipeline
         _storage(decided, settings, models=True)

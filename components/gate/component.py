@@ -6,13 +6,14 @@ Returns whether the candidate passed; the decision artifact holds every check wi
 """
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Output
+from kfp.dsl import Artifact, Dataset, Input, Output
 
 from components import DEFAULT_IMAGE
 
 
 def gate(
     scores: Input[Artifact],
+    dataset: Input[Dataset],
     decision: Output[Artifact],
     thresholds: str = "{}",
     model_name: str = "hllm",
@@ -20,21 +21,27 @@ def gate(
 ) -> bool:
     import json
 
-    from hllm.gating import GateThresholds, decide
+    from hllm.data.schema import load_dataset
+    from hllm.gating import GateThresholds, champion_test_metrics, decide
 
     with open(scores.path) as f:
         values = json.load(f)
-    champion_metrics = None
+    rules = GateThresholds.from_json(thresholds)  # a bad threshold fails before any scoring
+    champion_metrics, how = None, "no champion"
     if champion != "none":
         import bentoml
 
         tag = champion if ":" in champion else f"{model_name}:{champion}"
         try:
-            champion_metrics = bentoml.models.get(tag).info.metadata["metrics"]["test"]
+            saved = bentoml.models.get(tag)
         except bentoml.exceptions.NotFound:
             if champion != "latest":
                 raise
-    result = decide(values["test"], values["popularity_test"], GateThresholds.from_json(thresholds), champion_metrics)
+        else:
+            stored = dict(saved.info.metadata)
+            champion_metrics, how = champion_test_metrics(saved.path, stored, load_dataset(dataset.path))
+    result = decide(values["test"], values["popularity_test"], rules, champion_metrics)
+    result.reasons.insert(0, f"champion: {how}")
     result.save(decision.path)
     decision.metadata.update({"passed": result.passed, "reasons": result.reasons})
     print("\n".join(result.reasons))

@@ -16,24 +16,49 @@ def _scores(tmp_path: Path, ndcg: float) -> dsl.Artifact:
     return artifact(dsl.Artifact, path)
 
 
-def test_decision_without_champion(tmp_path: Path) -> None:
+def test_decision_without_champion(prepared, tmp_path: Path) -> None:
     decision = artifact(dsl.Artifact, tmp_path / "decision")
-    passed = component.python_func(scores=_scores(tmp_path, 0.05), decision=decision, model_name="nobody-yet")
+    passed = component.python_func(
+        scores=_scores(tmp_path, 0.05), dataset=prepared, decision=decision, model_name="nobody-yet"
+    )
     assert passed is True and json.loads(Path(decision.path).read_text())["champion"] is None
 
 
-def test_weak_model_is_refused_with_reasons(tmp_path: Path) -> None:
+def test_weak_model_is_refused_with_reasons(prepared, tmp_path: Path) -> None:
     decision = artifact(dsl.Artifact, tmp_path / "decision")
-    passed = component.python_func(scores=_scores(tmp_path, 0.021), decision=decision, champion="none")
+    passed = component.python_func(
+        scores=_scores(tmp_path, 0.021), dataset=prepared, decision=decision, champion="none"
+    )
     assert passed is False
     assert any(r.startswith("FAIL") and "popularity" in r for r in decision.metadata["reasons"])
 
 
-def test_champion_from_the_bentoml_store(tmp_path: Path) -> None:
+def test_champion_scored_on_the_same_data_uses_its_stored_metrics(prepared, tmp_path: Path) -> None:
     import bentoml
 
-    with bentoml.models.create("gate-test", metadata={"metrics": {"test": {"ndcg@10": 0.2}}}):
+    metadata = {"metrics": {"test": {"ndcg@10": 0.2}}, "dataset_fingerprint": prepared.metadata["fingerprint"]}
+    with bentoml.models.create("gate-test", metadata=metadata):
         pass
     decision = artifact(dsl.Artifact, tmp_path / "decision")
-    passed = component.python_func(scores=_scores(tmp_path, 0.1), decision=decision, model_name="gate-test")
-    assert passed is False and json.loads(Path(decision.path).read_text())["champion"] == {"ndcg@10": 0.2}
+    passed = component.python_func(
+        scores=_scores(tmp_path, 0.1), dataset=prepared, decision=decision, model_name="gate-test"
+    )
+    saved = json.loads(Path(decision.path).read_text())
+    assert passed is False and saved["champion"] == {"ndcg@10": 0.2}
+    assert saved["reasons"][0] == "champion: champion's stored metrics (same dataset)"
+
+
+def test_champion_from_other_data_is_rescored_on_this_split(prepared, trained, tmp_path: Path) -> None:
+    import shutil
+
+    import bentoml
+
+    model, _, _ = trained
+    metadata = {"metrics": {"test": {"ndcg@10": 0.99}}, "dataset_fingerprint": "another-dataset"}
+    with bentoml.models.create("gate-rescore", metadata=metadata) as saved:
+        shutil.copytree(model.path, saved.path, dirs_exist_ok=True)
+    decision = artifact(dsl.Artifact, tmp_path / "decision")
+    component.python_func(scores=_scores(tmp_path, 0.1), dataset=prepared, decision=decision, model_name="gate-rescore")
+    result = json.loads(Path(decision.path).read_text())
+    assert result["champion"]["ndcg@10"] != 0.99 and result["champion"]["count"] == 80  # scored here, not copied
+    assert result["reasons"][0].startswith("champion: champion re-scored on this dataset (0 new items")

@@ -104,3 +104,27 @@ def decide(
             f"x {1 - thresholds.max_regression:.2f} ({need:.4f})"
         )
     return GateDecision(bool(ok), reasons, dict(candidate), dict(champion) if champion else None, asdict(thresholds))
+
+
+def champion_test_metrics(champion_dir: str | Path, stored: dict, dataset) -> tuple[dict[str, float] | None, str]:
+    """The champion's test metrics on the candidate's dataset, and how they were obtained.
+
+    Stored metrics are only comparable when the champion was scored on the same data (same fingerprint). Otherwise
+    the champion is re-scored on the candidate's split; items it has never seen are embedded from their text
+    first (HLLM), and an ID-only champion that cannot score the new catalogue gives ``None``.
+    """
+    from hllm.evaluation.evaluate import evaluate_dataset
+    from hllm.predictor import Predictor
+
+    if stored.get("dataset_fingerprint") == dataset.fingerprint() and "test" in stored.get("metrics", {}):
+        return stored["metrics"]["test"], "champion's stored metrics (same dataset)"
+    predictor = Predictor.load(champion_dir)
+    unknown = dataset.items[~dataset.items["item_id"].isin(predictor.index.keys())]
+    if len(unknown):
+        try:
+            predictor.upsert_items(unknown.to_dict("records"))
+        except ValueError as exc:
+            return None, f"champion cannot score this catalogue ({exc})"
+    return evaluate_dataset(predictor, dataset, splits=("test",))["test"], (
+        f"champion re-scored on this dataset ({len(unknown)} new items embedded from their text)"
+    )
