@@ -59,7 +59,11 @@ class HLLMService:
 
         # Requests run concurrently in BentoML's thread pool: one torch thread each uses the cores without
         # oversubscription (HLLM_TORCH_THREADS overrides).
-        torch.set_num_threads(int(os.environ.get("HLLM_TORCH_THREADS", "1")))
+        threads = int(os.environ.get("HLLM_TORCH_THREADS", "1"))
+        torch.set_num_threads(threads)
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
         tag = os.environ.get("HLLM_MODEL", "hllm:latest")
         try:
             self.model_ref = bentoml.models.get(tag)

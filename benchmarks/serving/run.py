@@ -5,7 +5,7 @@
 
 For each catalogue size it registers a serving model (HLLM in cached mode: the demo's 2x128 causal BERT User LLM;
 random item vectors and untrained weights, which cost the same per request as trained ones), starts
-``bentoml serve`` with ``HLLM_INDEX=auto`` (exact below 200k items, faiss HNSW from there), and measures
+``bentoml serve`` with ``HLLM_INDEX=auto`` (exact below 50k items, faiss HNSW from there), and measures
 ``/recommend`` (one request = one history) under closed-loop load at several concurrencies, ``/recommend_batch``
 (adaptive batching on) at the same concurrencies, and an open-loop run at a fixed 100 requests/s, the target:
 p99 <= 50 ms on a 100k catalogue, 2 cores. It also measures HNSW recall@10 against exact search. Results:
@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from hllm.index import FAISS_MIN_ITEMS
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -214,7 +216,7 @@ def main() -> None:
         proc = start_server(tag, port, work / f"server-{size}.log")
         entry = {
             "startup_s": round(time.perf_counter() - started, 1),
-            "index": "faiss-hnsw" if size >= 200_000 else "exact",
+            "index": "faiss-hnsw" if size >= FAISS_MIN_ITEMS else "exact",
         }
         try:
             base = f"http://127.0.0.1:{port}"
@@ -232,7 +234,7 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-        if size >= 200_000:
+        if size >= FAISS_MIN_ITEMS:
             entry["hnsw_vs_exact"] = hnsw_recall(size)
         results["sizes"][str(size)] = entry
     args.out.mkdir(parents=True, exist_ok=True)
