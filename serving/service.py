@@ -57,19 +57,19 @@ class HLLMService:
         from hllm.monitoring import RequestLog
         from hllm.predictor import Predictor
 
-        # Requests run concurrently in BentoML's thread pool: one torch thread each uses the cores without
-        # oversubscription (HLLM_TORCH_THREADS overrides).
-        threads = int(os.environ.get("HLLM_TORCH_THREADS", "1"))
-        torch.set_num_threads(threads)
-        import faiss
-
-        faiss.omp_set_num_threads(threads)
         tag = os.environ.get("HLLM_MODEL", "hllm:latest")
         try:
             self.model_ref = bentoml.models.get(tag)
             self.predictor = Predictor.load(self.model_ref.path, index_kind=os.environ.get("HLLM_INDEX", "auto"))
         except Exception as exc:  # any failure to load is fatal: say which model and why, then stop
             raise RuntimeError(f"cannot load model '{tag}' from the BentoML store: {exc}") from exc
+        # Requests run concurrently in BentoML's thread pool: one torch/faiss thread each uses the cores without
+        # oversubscription (HLLM_TORCH_THREADS overrides); set after loading, since an HNSW build uses every core.
+        threads = int(os.environ.get("HLLM_TORCH_THREADS", "1"))
+        torch.set_num_threads(threads)
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
         home = os.environ.get("HLLM_FEAST_HOME")
         self.store = None
         if home:

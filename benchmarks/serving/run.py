@@ -230,7 +230,12 @@ def main() -> None:
             entry[f"recommend_open_{int(args.rate)}rps"] = asyncio.run(
                 open_loop(f"{base}/recommend", single, args.rate, args.seconds)
             )
-            print(size, "open", entry[f"recommend_open_{int(args.rate)}rps"], flush=True)
+            entry[f"batched_open_{int(args.rate)}rps"] = asyncio.run(
+                open_loop(f"{base}/recommend_batch", batched, args.rate, args.seconds)
+            )
+            print(
+                size, "open", entry[f"recommend_open_{int(args.rate)}rps"], entry[f"batched_open_{int(args.rate)}rps"]
+            )
         finally:
             proc.terminate()
             proc.wait(timeout=30)
