@@ -105,8 +105,23 @@ def start_server(tag: str, port: int, log: Path) -> subprocess.Popen:
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    proc.kill()
+    stop_server(proc)
     raise RuntimeError("server not ready in time")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Stop the server and its worker (a worker busy in native code may ignore SIGTERM: then SIGKILL)."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def histories(n_items: int, count: int, seed: int = 0) -> list[list[str]]:
@@ -237,8 +252,7 @@ def main() -> None:
                 size, "open", entry[f"recommend_open_{int(args.rate)}rps"], entry[f"batched_open_{int(args.rate)}rps"]
             )
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop_server(proc)
         if size >= FAISS_MIN_ITEMS:
             entry["hnsw_vs_exact"] = hnsw_recall(size)
         results["sizes"][str(size)] = entry

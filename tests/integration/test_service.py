@@ -38,7 +38,9 @@ class Server:
         command = [sys.executable, "-m", "bentoml", "serve", "serving.service:HLLMService", "--port", str(self.port)]
         command += ["--host", "127.0.0.1"]
         self.output = log.with_suffix(".server.txt")
-        self.proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=self.output.open("w"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            command, env=env, cwd=REPO, stdout=self.output.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def wait_ready(self, timeout: float = 90) -> bool:
         deadline = time.monotonic() + timeout
@@ -68,11 +70,18 @@ class Server:
             return exc.code, text
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        """Stop the server and its worker process (its own process group)."""
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(timeout=20)
+                return
+            except ProcessLookupError:
+                return
+            except subprocess.TimeoutExpired:
+                continue
 
 
 @pytest.fixture(scope="module")
