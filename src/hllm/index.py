@@ -33,11 +33,9 @@ class ExactIndex:
     def __len__(self) -> int:
         return len(self.vectors) - 1
 
-    def add(self, vectors: Tensor) -> None:
-        self.vectors = torch.cat([self.vectors, vectors.float()]).contiguous()
-
-    def update(self, rows: Tensor, vectors: Tensor) -> None:
-        self.vectors[rows] = vectors.float()
+    def extend(self, vectors: Tensor, old_rows: int) -> None:
+        """``vectors``: the whole new table, rows below ``old_rows`` unchanged (exact search just reads it)."""
+        self.vectors = vectors.float().contiguous()
 
     def search(self, users: Tensor, k: int, exclude: Sequence[Sequence[int]] | None = None) -> tuple[Tensor, Tensor]:
         """(scores, rows), both (U, k); rows are -1 where fewer than ``k`` rows remain unmasked."""
@@ -67,12 +65,10 @@ class FaissIndex:
     def __len__(self) -> int:
         return self.count
 
-    def add(self, vectors: Tensor) -> None:
-        self.index.add(np.ascontiguousarray(vectors.float().numpy()))
-        self.count += len(vectors)
-
-    def update(self, rows: Tensor, vectors: Tensor) -> None:
-        raise NotImplementedError("HNSW cannot replace vectors in place; rebuild the index (build_index)")
+    def extend(self, vectors: Tensor, old_rows: int) -> None:
+        """``vectors``: the whole new table, rows below ``old_rows`` unchanged: only the new rows join the graph."""
+        self.index.add(np.ascontiguousarray(vectors[old_rows:].float().numpy()))
+        self.count = len(vectors) - 1
 
     def search(self, users: Tensor, k: int, exclude: Sequence[Sequence[int]] | None = None) -> tuple[Tensor, Tensor]:
         extra = max((len(e) for e in exclude), default=0) if exclude else 0

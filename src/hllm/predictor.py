@@ -179,6 +179,7 @@ class Predictor:
         with self._upsert_lock:  # one upsert at a time; readers see the old or the new catalogue, whole
             known = [j for j, i in enumerate(ids) if i in self.index]
             fresh = [j for j, i in enumerate(ids) if i not in self.index]
+            old_rows = len(self.raw_vectors)
             raw = self.raw_vectors.clone()
             if known:
                 rows = torch.tensor([self.index[ids[j]] for j in known])
@@ -186,7 +187,12 @@ class Predictor:
             if fresh:
                 raw = torch.cat([raw, text[fresh]])
             # Vectors and index first (rows beyond item_ids are never returned), then the ids that name them.
-            self._set_vectors(raw)
+            self.raw_vectors = raw
+            self.scoring_vectors = self._scoring(raw)
+            if known:  # replaced rows: an HNSW graph cannot change a vector in place, so index anew
+                self.ann = build_index(self.scoring_vectors, self.index_kind)
+            else:  # new rows only: extend the index instead of rebuilding it (minutes for a large HNSW graph)
+                self.ann.extend(self.scoring_vectors, old_rows)
             for j in fresh:
                 self.item_ids.append(ids[j])
                 self.index[ids[j]] = len(self.item_ids)

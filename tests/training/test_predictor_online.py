@@ -83,3 +83,12 @@ def test_faiss_index_agrees_with_exact_search() -> None:
     assert build_index(vectors, "auto").kind == "exact"
     with pytest.raises(ValueError, match="index kind"):
         build_index(vectors, "annoy")
+
+
+def test_faiss_index_extended_with_new_rows_finds_them() -> None:
+    torch.manual_seed(1)
+    vectors = torch.nn.functional.normalize(torch.randn(501, 16), dim=-1)
+    index = FaissIndex(vectors[:401])
+    index.extend(vectors, old_rows=401)  # what an upsert of 100 new items does
+    assert len(index) == 500
+    assert index.search(vectors[450:455], 1)[1][:, 0].tolist() == [450, 451, 452, 453, 454]
