@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from hllm.config import TrainConfig, parse_scalar
 from hllm.data.schema import Dataset
 from hllm.data.splits import leave_one_out
-from hllm.training.data import ItemVocab, eval_set, train_sequences
+from hllm.training.data import ItemVocab, eval_set, item_popularity, train_sequences
 
 logger = logging.getLogger(__name__)
 SECTIONS = ("train", "hllm", "sasrec")
@@ -118,7 +119,10 @@ ITEM_SIDE_KEYS = (
 
 def item_side_settings(run: RunConfig, vocab: ItemVocab) -> dict[str, Any]:
     """The settings of ``run`` that determine the cached item text vectors (JSON-able)."""
-    kwargs = _hllm_kwargs(run, vocab)
+    return _item_settings(_hllm_kwargs(run, vocab))
+
+
+def _item_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps({k: kwargs.get(k) for k in ITEM_SIDE_KEYS}, default=str))
 
 
@@ -145,7 +149,7 @@ def build_task(run: RunConfig, dataset: Dataset, vocab: ItemVocab, text_vectors:
     cache = None
     if text_vectors is not None:
         if run.train.mode == "cached":
-            cache = load_item_texts(text_vectors, vocab, item_side_settings(run, vocab))
+            cache = load_item_texts(text_vectors, vocab, _item_settings(kwargs))
         else:
             logger.info("%s mode trains the Item LLM: precomputed text vectors are not used", run.train.mode)
     tokens = catalogue_tokens(dataset.items, tokenizer, model)
@@ -182,7 +186,7 @@ def encode_item_texts(run: RunConfig, dataset: Dataset, out_dir: str | Path, *, 
     encoder = HLLMTask(model, tokens, vocab.ids, TrainConfig(mode="cached"), tokenizer, cache=torch.zeros(1, 1))
     vectors = encoder.encode_catalogue(show_progress=show_progress)
     save_file({"vectors": vectors.contiguous()}, str(out / TEXT_VECTORS_FILE))
-    manifest = {"item_ids": vocab.ids[1:], "settings": item_side_settings(run, vocab), "dim": int(vectors.shape[1])}
+    manifest = {"item_ids": vocab.ids[1:], "settings": _item_settings(kwargs), "dim": int(vectors.shape[1])}
     (out / TEXT_MANIFEST_FILE).write_text(json.dumps(manifest) + "\n")
     logger.info("encoded %d items (%d-dim) to %s", len(vocab.ids) - 1, vectors.shape[1], out)
     return out
@@ -230,24 +234,23 @@ def run_training(
     split = leave_one_out(dataset.interactions)
     vocab = ItemVocab.from_items(dataset.items)
     task = build_task(run, dataset, vocab, text_vectors)
+    sequences = train_sequences(split, vocab)
     result = train(
         task,
-        train_sequences(split, vocab),
+        sequences,
         eval_set(split, vocab, "valid"),
         run.train,
         out,
         resume=resume,
         show_progress=progress,
     )
-    write_popular_items(split, out / "model")
+    write_popular_items(sequences, vocab, out / "model")
     return result
 
 
-def write_popular_items(split, model_dir: Path, top: int = 1000) -> None:
+def write_popular_items(sequences, vocab: ItemVocab, model_dir: Path, top: int = 1000) -> None:
     """The most popular training items (most first) beside the model: the fallback for users without history."""
-    from collections import Counter
-
-    counts = Counter(item for sequence in split.users["train"] for item in sequence)
-    ranked = [item for item, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
+    counts = item_popularity(sequences, vocab.num_items)[1:]  # row 0 is padding
+    order = np.argsort(-counts, kind="stable")[: min(top, int((counts > 0).sum()))]
     if model_dir.is_dir():
-        (model_dir / "popular_items.json").write_text(json.dumps(ranked) + "\n")
+        (model_dir / "popular_items.json").write_text(json.dumps([vocab.ids[i + 1] for i in order]) + "\n")
