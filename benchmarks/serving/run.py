@@ -34,16 +34,18 @@ from hllm.index import FAISS_MIN_ITEMS
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[2]
-USER_LLM = {
-    "model_type": "bert",
-    "hidden_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 512,
-    "vocab_size": 32,
-    "max_position_embeddings": 128,
-    "type_vocab_size": 1,
-}
+
+
+def _demo_user_llm() -> dict:
+    """The demo's User LLM (src/hllm/configs/demo.yaml): the serving shape this benchmark measures."""
+    from importlib.resources import files
+
+    from hllm.training.build import load_run_config
+
+    return load_run_config(files("hllm") / "configs" / "demo.yaml").hllm["user_backbone_config"]
+
+
+USER_LLM = _demo_user_llm()
 ITEM_LLM = {
     **USER_LLM,
     "max_position_embeddings": 512,
