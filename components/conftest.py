@@ -19,7 +19,7 @@ def raw_demo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def prepared(raw_demo: Path, tmp_path_factory):
-    from components.validate_data.component import component
+    from hllm_components.validate_data.component import component
 
     out = tmp_path_factory.mktemp("validate")
     dataset = artifact(dsl.Dataset, out / "dataset")
@@ -40,8 +40,8 @@ def run_config() -> str:
 @pytest.fixture(scope="session")
 def trained(prepared, run_config: str, tmp_path_factory):
     """(model, run, vectors) artifacts of one tiny training run."""
-    from components.embed_items.component import component as embed
-    from components.train.component import component as train
+    from hllm_components.embed_items.component import component as embed
+    from hllm_components.train.component import component as train
 
     out = tmp_path_factory.mktemp("train")
     vectors = artifact(dsl.Artifact, out / "vectors")
@@ -53,7 +53,7 @@ def trained(prepared, run_config: str, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def scores(prepared, trained, tmp_path_factory):
-    from components.evaluate.component import component
+    from hllm_components.evaluate.component import component
 
     model, run, _ = trained
     out = tmp_path_factory.mktemp("evaluate")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from feature_repo.store import online_histories, open_store, push_history, sync
 from hllm.data.schema import Dataset
 from hllm.features import append_event
+from hllm_feature_repo.store import online_histories, open_store, push_history, sync
 
 ITEMS = pd.DataFrame({"item_id": [f"i{i}" for i in range(8)], "title": "t", "tag": "", "description": ""})
 

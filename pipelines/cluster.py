@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipelines.training import PIPELINE_NAME, Settings, build
+from hllm_pipelines.training import PIPELINE_NAME, Settings, build
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ def compile_pipeline(out: str | Path, settings: Settings = Settings(), which: st
     if which not in PIPELINES:
         raise ValueError(f"pipeline '{which}' must be one of {list(PIPELINES)}")
     if which == "retraining":
-        from pipelines.retraining import build as build_retraining
+        from hllm_pipelines.retraining import build as build_retraining
 
         pipeline = build_retraining(settings)
     else:

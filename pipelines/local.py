@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.training import PIPELINE_NAME, Settings, build
+from hllm_pipelines.training import PIPELINE_NAME, Settings, build
 
 logger = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 
 from kfp import dsl
 
-from components.drift_check import component as drift_check
-from pipelines.training import Settings, _storage
-from pipelines.training import build as build_training
+from hllm_components.drift_check import component as drift_check
+from hllm_pipelines.training import Settings, _storage
+from hllm_pipelines.training import build as build_training
 
 PIPELINE_NAME = "hllm-retraining"
 

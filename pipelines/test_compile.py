@@ -7,8 +7,8 @@ from pathlib import Path
 import yaml
 from kfp import components
 
-from pipelines.cluster import compile_pipeline
-from pipelines.training import Settings
+from hllm_pipelines.cluster import compile_pipeline
+from hllm_pipelines.training import Settings
 
 STEPS = {"validate-data", "sync-features", "embed-items", "train", "evaluate", "gate"}
 
@@ -92,7 +92,7 @@ class _RecordingClient:
 
 
 def test_submit_uploads_the_compiled_spec_with_the_arguments() -> None:
-    from pipelines.cluster import submit
+    from hllm_pipelines.cluster import submit
 
     client = _RecordingClient()
     arguments = {"data_uri": "/data/office", "run_config": "train: {}\n"}
@@ -102,7 +102,7 @@ def test_submit_uploads_the_compiled_spec_with_the_arguments() -> None:
 
 
 def test_recurring_run_never_overlaps_itself() -> None:
-    from pipelines.cluster import submit
+    from hllm_pipelines.cluster import submit
 
     client = _RecordingClient()
     result = submit("http://kfp", {"data_uri": "/d", "run_config": ""}, client=client, cron="0 0 3 * * *")

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 
 from kfp import dsl, kubernetes
 
-from components import DEFAULT_IMAGE
-from components.embed_items import component as embed_items
-from components.evaluate import component as evaluate
-from components.gate import component as gate
-from components.register import component as register
-from components.sync_features import component as sync_features
-from components.train import component as train
-from components.validate_data import component as validate_data
+from hllm_components import DEFAULT_IMAGE
+from hllm_components.embed_items import component as embed_items
+from hllm_components.evaluate import component as evaluate
+from hllm_components.gate import component as gate
+from hllm_components.register import component as register
+from hllm_components.sync_features import component as sync_features
+from hllm_components.train import component as train
+from hllm_components.validate_data import component as validate_data
 
 PIPELINE_NAME = "hllm-training"
 

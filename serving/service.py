@@ -73,7 +73,7 @@ class HLLMService:
         home = os.environ.get("HLLM_FEAST_HOME")
         self.store = None
         if home:
-            from feature_repo.store import open_store
+            from hllm_feature_repo.store import open_store
 
             self.store = open_store(home)
         self.log = RequestLog(os.environ.get("HLLM_REQUEST_LOG"))
@@ -84,7 +84,7 @@ class HLLMService:
         """The user's recent items (oldest first) and their total number of events."""
         if self.store is None:
             raise bentoml.exceptions.ServiceUnavailable("no feature store configured (HLLM_FEAST_HOME): send history")
-        from feature_repo.store import online_histories
+        from hllm_feature_repo.store import online_histories
 
         found = online_histories(self.store, [user_id])[0]
         return found["item_ids"], found["length"]
@@ -163,8 +163,8 @@ class HLLMService:
     @bentoml.api
     def events(self, user_id: Annotated[str, Field(min_length=1)], item_id: str, timestamp: int | None = None) -> dict:
         """Record that ``user_id`` interacted with ``item_id``: pushed to the online store, seen by the next call."""
-        from feature_repo.store import online_histories, push_history
         from hllm.features import append_event
+        from hllm_feature_repo.store import online_histories, push_history
 
         if item_id not in self.predictor.index:
             raise bentoml.exceptions.InvalidArgument(f"unknown item id '{item_id}' (upsert it first)")

@@ -181,7 +181,7 @@ def test_canary_decision(canary, stable, action) -> None:
 
 def test_recurring_run_definition_matches_what_submit_sends() -> None:
     spec = yaml.safe_load((REPO / "manifests" / "kfp" / "recurring-run.yaml").read_text())
-    from pipelines.training import Settings, build
+    from hllm_pipelines.training import Settings, build
 
     inputs = build(Settings()).component_spec.inputs
     assert set(spec["parameters"]) <= set(inputs) and spec["max_concurrency"] == 1

@@ -91,7 +91,7 @@ def free_port() -> int:
 
 def start_server(tag: str, port: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "HLLM_MODEL": tag, "HLLM_INDEX": "auto", "HLLM_FEAST_HOME": ""}
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:HLLMService", "--port", str(port)]
+    command = [sys.executable, "-m", "bentoml", "serve", "hllm_serving.service:HLLMService", "--port", str(port)]
     proc = subprocess.Popen(
         [*command, "--host", "127.0.0.1"], env=env, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT
     )

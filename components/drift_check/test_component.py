@@ -5,9 +5,9 @@ from pathlib import Path
 from kfp import dsl
 from testdata import artifact
 
-from components.drift_check.component import component
 from hllm.data.schema import Dataset
 from hllm.data.synth import SynthConfig, generate
+from hllm_components.drift_check.component import component
 
 
 def _check(reference: Path, current: Path, out: Path) -> tuple[bool, dsl.Artifact]:

@@ -8,10 +8,10 @@ from kfp import dsl
 from safetensors.torch import load_file
 from testdata import artifact, tiny_run_config
 
-from components.embed_items.component import component
 from hllm.data.schema import load_dataset
 from hllm.training.build import load_item_texts, load_run_config
 from hllm.training.data import ItemVocab
+from hllm_components.embed_items.component import component
 
 
 def test_every_catalogue_item_gets_a_vector(prepared, trained) -> None:

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from components import DEFAULT_IMAGE
+from hllm_components import DEFAULT_IMAGE
 
 
 def evaluate(

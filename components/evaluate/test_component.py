@@ -16,7 +16,7 @@ def test_metric_names_are_kfp_safe(prepared, trained, tmp_path: Path) -> None:
     from kfp import dsl
     from testdata import artifact
 
-    from components.evaluate.component import component
+    from hllm_components.evaluate.component import component
 
     model, run, _ = trained
     metrics = artifact(dsl.Metrics, tmp_path / "metrics")

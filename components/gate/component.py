@@ -8,7 +8,7 @@ Returns whether the candidate passed; the decision artifact holds every check wi
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output
 
-from components import DEFAULT_IMAGE
+from hllm_components import DEFAULT_IMAGE
 
 
 def gate(

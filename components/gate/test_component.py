@@ -6,7 +6,7 @@ from pathlib import Path
 from kfp import dsl
 from testdata import artifact
 
-from components.gate.component import component
+from hllm_components.gate.component import component
 
 
 def _scores(tmp_path: Path, ndcg: float) -> dsl.Artifact:

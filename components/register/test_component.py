@@ -7,8 +7,8 @@ import bentoml
 from kfp import dsl
 from testdata import artifact
 
-from components.register.component import component
 from hllm.predictor import Predictor
+from hllm_components.register.component import component
 
 
 def test_registered_model_carries_metrics_config_and_lineage(prepared, trained, scores, tmp_path: Path) -> None:

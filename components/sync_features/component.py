@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output
 
-from components import DEFAULT_IMAGE
+from hllm_components import DEFAULT_IMAGE
 
 
 def sync_features(
@@ -15,8 +15,8 @@ def sync_features(
 ):
     import json
 
-    from feature_repo.store import sync
     from hllm.data.schema import load_dataset
+    from hllm_feature_repo.store import sync
 
     result = sync(load_dataset(dataset.path), feast_home, int(history_length), snapshots)
     with open(summary.path, "w") as f:

@@ -6,9 +6,9 @@ from pathlib import Path
 from kfp import dsl
 from testdata import artifact
 
-from components.sync_features.component import component
-from feature_repo.store import online_histories, open_store
 from hllm.data.schema import load_dataset
+from hllm_components.sync_features.component import component
+from hllm_feature_repo.store import online_histories, open_store
 
 
 def test_sync_materializes_user_histories_in_order(prepared, tmp_path: Path) -> None:

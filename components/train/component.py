@@ -10,7 +10,7 @@ PyTorchJob paths encode the catalogue again.
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
-from components import DEFAULT_IMAGE
+from hllm_components import DEFAULT_IMAGE
 
 
 def train(

@@ -7,8 +7,8 @@ import pytest
 from kfp import dsl
 from testdata import artifact
 
-from components.train.component import component
 from hllm.predictor import Predictor
+from hllm_components.train.component import component
 
 
 def test_training_exports_a_loadable_model_and_its_run(prepared, trained) -> None:

@@ -7,7 +7,7 @@ fails with the message naming the suite, expectation, column and rows.
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Output
 
-from components import DEFAULT_IMAGE
+from hllm_components import DEFAULT_IMAGE
 
 
 def validate_data(

@@ -7,9 +7,9 @@ import pytest
 from kfp import dsl
 from testdata import GOOD_ITEMS, artifact, write_hllm
 
-from components.validate_data.component import component
 from hllm.data.schema import load_dataset
 from hllm.data.validation import ValidationFailed
+from hllm_components.validate_data.component import component
 
 
 def test_valid_data_becomes_a_parquet_dataset_with_lineage(prepared) -> None:

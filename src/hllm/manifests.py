@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "manifests" / "schemas"
+# The repo's manifests/ folder, installed as the data package `hllm_manifests` (editable install, wheel or image).
+MANIFESTS = Path(str(files("hllm_manifests")))
+SCHEMAS = MANIFESTS / "schemas"
 KUBERNETES_VERSION = "1.30.0"
 # Where each custom kind keeps its pod templates (paths of keys; "*" = every value of a mapping).
 POD_TEMPLATES: dict[str, list[tuple[str, ...]]] = {

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from hllm.manifests import SCHEMAS, validate_documents
+from hllm.manifests import MANIFESTS, validate_documents
 
-CANARY_OVERLAY = SCHEMAS.parent / "overlays" / "canary"
+CANARY_OVERLAY = MANIFESTS / "overlays" / "canary"
 
 
 def split_image(image: str) -> dict[str, str]:

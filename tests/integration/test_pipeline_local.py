@@ -15,8 +15,8 @@ import pytest
 from testdata import write_hllm
 from typer.testing import CliRunner
 
-from feature_repo.store import online_histories, open_store
 from hllm.cli import app
+from hllm_feature_repo.store import online_histories, open_store
 
 pytestmark = pytest.mark.integration
 MODEL = f"it-{uuid.uuid4().hex[:8]}"  # a fresh model name: no champion from other runs

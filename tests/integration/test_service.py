@@ -17,9 +17,9 @@ import bentoml
 import pytest
 from testdata import tiny_run_config
 
-from feature_repo.store import sync
 from hllm.data.synth import SynthConfig, generate
 from hllm.training.build import load_run_config, run_training
+from hllm_feature_repo.store import sync
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +35,15 @@ class Server:
     def __init__(self, tag: str, feast_home: Path, log: Path) -> None:
         self.port = _free_port()
         env = {**os.environ, "HLLM_MODEL": tag, "HLLM_FEAST_HOME": str(feast_home), "HLLM_REQUEST_LOG": str(log)}
-        command = [sys.executable, "-m", "bentoml", "serve", "serving.service:HLLMService", "--port", str(self.port)]
+        command = [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "hllm_serving.service:HLLMService",
+            "--port",
+            str(self.port),
+        ]
         command += ["--host", "127.0.0.1"]
         self.output = log.with_suffix(".server.txt")
         self.proc = subprocess.Popen(

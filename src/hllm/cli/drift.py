@@ -1,0 +1,95 @@
+"""``hllm drift check``: Evidently drift checks and drift-triggered retraining."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hllm.cli.common import EXIT_BAD_INPUT, EXIT_DRIFT, _guarded, _load_validated, app, console, out
+from hllm.cli.pipeline import _run_config_yaml
+
+drift_app = typer.Typer(help="Data drift checks and drift-triggered retraining.", no_args_is_help=True)
+app.add_typer(drift_app, name="drift")
+
+
+@drift_app.command("check")
+def drift_check(
+    reference: Annotated[Path, typer.Option(help="Reference window: the training dataset folder.")],
+    current: Annotated[Path, typer.Option(help="Current window: a dataset folder or a request log (.jsonl).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where drift.html and drift.json go.")] = Path(
+        "runs/drift"
+    ),
+    model: Annotated[str | None, typer.Option(help="BentoML model tag whose item vectors give text drift.")] = None,
+    threshold: Annotated[float, typer.Option(help="Per-signal drift score threshold.")] = 0.1,
+    min_drifted: Annotated[int, typer.Option(help="Signals that must drift to call the window drifted.")] = 2,
+    retrain: Annotated[bool, typer.Option(help="Start retraining when drift is detected.")] = False,
+    retrain_src: Annotated[Path | None, typer.Option(help="Data to retrain on [default: --current].")] = None,
+    state: Annotated[Path, typer.Option(help="Trigger state (cooldown, in-flight run).")] = Path(
+        "runs/retrain_state.json"
+    ),
+    cooldown_hours: Annotated[float, typer.Option(help="Minimum time between two retraining starts.")] = 6.0,
+    host: Annotated[str | None, typer.Option(help="KFP endpoint: retrain on the cluster instead of locally.")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Run config overrides for retraining.")] = None,
+    fail_on_drift: Annotated[bool, typer.Option(help="Exit 4 when drift is detected (off for CronJobs).")] = True,
+) -> None:
+    """Compare the current window with the reference; exit 4 when drift is detected (after any retraining start)."""
+    from hllm.drift import DriftConfig, RetrainTrigger, check_drift, interaction_events, request_events
+    from hllm.monitoring import read_log
+
+    def action():
+        ref = _load_validated(reference)
+        if current.suffix == ".jsonl":
+            cur_events = request_events(read_log(current))
+        else:
+            cur_events = interaction_events(_load_validated(current).interactions)
+        vectors = _item_vectors(model) if model else None
+        config = DriftConfig(threshold=threshold, min_drifted=min_drifted)
+        return check_drift(interaction_events(ref.interactions), cur_events, ref.items, out_dir, config, vectors)
+
+    result = _guarded(action)
+    summary = {"drifted": result.drifted, "signals": result.signals, "report": result.report_html}
+    if retrain:
+        src = retrain_src or current
+        if src.suffix == ".jsonl":
+            console.print("[red]error:[/red] --retrain needs --retrain-src DATA when --current is a request log")
+            raise typer.Exit(EXIT_BAD_INPUT)
+        trigger = RetrainTrigger(state, _launcher(src, host, overrides, state.parent), cooldown_hours * 3600)
+        summary["retrain"] = trigger.maybe_retrain(result.drifted)
+    out.print(json.dumps(summary, indent=2))
+    if result.drifted and fail_on_drift:
+        raise typer.Exit(EXIT_DRIFT)
+
+
+def _item_vectors(tag: str) -> dict:
+    import bentoml
+
+    from hllm.predictor import Predictor
+
+    try:
+        saved = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        raise ValueError(f"--model: no model '{tag}' in the BentoML store") from None
+    predictor = Predictor.load(saved.path)
+    return dict(zip(predictor.item_ids, predictor.raw_vectors[1:].numpy(), strict=True))
+
+
+def _launcher(src: Path, host: str | None, overrides: list[str] | None, work: Path):
+    from hllm.drift import KfpLauncher, LocalLauncher
+
+    sets = [arg for item in overrides or [] for arg in ("--set", item)]
+    if host is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        command = [sys.executable, "-m", "hllm.cli", "run", "--src", str(src.resolve()), *sets]
+        command += ["--out", str((work / f"retrain-{stamp}").resolve())]
+        return LocalLauncher(command, work / f"retrain-{stamp}.log")
+    import kfp
+
+    from hllm_pipelines.cluster import submit
+
+    arguments = {"data_uri": str(src), "run_config": _run_config_yaml(None, overrides)}
+    return KfpLauncher(kfp.Client(host=host), lambda client: submit(host, arguments, client=client))
