@@ -41,8 +41,10 @@ _TELEMETRY_OFF = {
 
 Policy = Annotated[str, typer.Option(help="strict: any failed expectation fails; quarantine: set bad rows aside.")]
 Fmt = Annotated[str, typer.Option("--format", "-f", help="auto | hllm | movielens | parquet")]
-ConfigPath = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (a 'data:' section or flat).")]
-Overrides = Annotated[list[str] | None, typer.Option("--set", help="key=value override, repeatable.")]
+ConfigPath = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Run config YAML (its data: section) [default: the demo's].")
+]
+Overrides = Annotated[list[str] | None, typer.Option("--set", help="[data.]key=value override, repeatable.")]
 
 
 def _print_version(value: bool) -> None:
@@ -94,10 +96,18 @@ def _guarded(action: Callable[[], T]) -> T:
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
-def _data_config(config: Path | None, overrides: list[str] | None):  # -> DataConfig
-    from hllm.config import DataConfig, load_config
+def _run_config(config: Path | None, overrides: list[str] | None, bare_section: str = "train"):  # -> RunConfig
+    """The run configuration every command reads: ``config`` (default: the packaged demo) plus ``--set`` values."""
+    from importlib.resources import files
 
-    return load_config(DataConfig, config, overrides)
+    from hllm.config import load_run_config
+
+    path = config or files("hllm") / "configs" / "demo.yaml"
+    return load_run_config(path, overrides, bare_section=bare_section)
+
+
+def _data_config(config: Path | None, overrides: list[str] | None):  # -> DataConfig
+    return _run_config(config, overrides, bare_section="data").data
 
 
 def _default_report_dir(src: Path) -> Path:
@@ -233,15 +243,15 @@ def _load_validated(path: Path):
 def train_cmd(
     data: Annotated[Path, typer.Argument(help="Dataset folder (prepared Parquet, or any source: it is validated).")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")],
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML with train/hllm/sasrec sections.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Run config [default: the demo's].")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="section.key=value, repeatable.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run folder's last checkpoint.")] = False,
 ) -> None:
     """Train HLLM (or the SASRec baseline) with DeepSpeed; keeps the best validation weights in OUT/model."""
-    from hllm.training.build import load_run_config, run_training
+    from hllm.training.build import run_training
 
     def action():
-        run = load_run_config(config, overrides)
+        run = _run_config(config, overrides)
         return run_training(_load_validated(data), run, out_dir, resume=resume)
 
     result = _guarded(action)
@@ -313,12 +323,14 @@ def _settings(image: str | None, gpus_per_node: int, embed_gpus: int):
     return Settings(**({"image": image} if image else {}), gpus_per_node=gpus_per_node, embed_gpus=embed_gpus)
 
 
-def _run_config_yaml(config: Path | None, overrides: list[str] | None) -> str:
-    from importlib.resources import files
-
-    from hllm.training.build import load_run_config
-
-    return _guarded(lambda: load_run_config(config or files("hllm") / "configs" / "demo.yaml", overrides)).to_yaml()
+def _pipeline_arguments(config: Path | None, overrides: list[str] | None) -> dict:
+    """The pipeline parameters a run config decides: the config itself, the data gate, the stored history length."""
+    run = _guarded(lambda: _run_config(config, overrides))
+    return {
+        "run_config": run.to_yaml(),
+        "data_overrides": [f"{k}={json.dumps(v)}" for k, v in run.to_dict()["data"].items()],
+        "history_length": run.train.max_seq_len,
+    }
 
 
 @app.command("run")
@@ -344,6 +356,7 @@ def run(
     from pipelines.local import run_local
 
     _guarded(lambda: GateThresholds.from_json(thresholds))  # fail now, not after training
+    configured = _pipeline_arguments(config, overrides)  # the same: a bad config fails before any work
     if policy not in POLICIES:
         console.print(f"[red]error:[/red] unknown policy '{policy}', expected one of {list(POLICIES)}")
         raise typer.Exit(EXIT_BAD_INPUT)
@@ -356,7 +369,7 @@ def run(
         console.print(f"synthetic demo dataset (seed {seed}) -> {src}")
     arguments = {
         "data_uri": str(src.resolve()),
-        "run_config": _run_config_yaml(config, overrides),
+        **configured,
         "feast_home": str((feast_home or out_dir / "feast").resolve()),
         "policy": policy,
         "gate_thresholds": thresholds,
@@ -411,14 +424,23 @@ def serve(
     feast_home: Annotated[
         Path | None, typer.Option(help="Feast data [default: the one the model was trained with].")
     ] = None,
-    request_log: Annotated[Path | None, typer.Option(help="JSONL request log for drift checks.")] = Path(
-        "runs/requests.jsonl"
-    ),
-    index: Annotated[str, typer.Option(help="auto | exact | faiss")] = "auto",
+    request_log: Annotated[Path | None, typer.Option(help="JSONL request log [default: serving.request_log].")] = None,
+    index: Annotated[str | None, typer.Option(help="auto | exact | faiss [default: serving.index].")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Run config (its serving: section).")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="[serving.]key=value, repeatable.")] = None,
 ) -> None:
     """Serve a registered model over HTTP (BentoML): recommend, similar_items, upsert_items, events, /metrics."""
+    import dataclasses
+
     import bentoml
 
+    flags = {"index": index, "request_log": str(request_log) if request_log else None}
+    serving = _guarded(
+        lambda: dataclasses.replace(
+            _run_config(config, overrides, bare_section="serving").serving,
+            **{k: v for k, v in flags.items() if v is not None},
+        )
+    )
     try:
         saved = bentoml.models.get(model)
     except bentoml.exceptions.NotFound:
@@ -433,9 +455,7 @@ def serve(
         console.print(f"[red]error:[/red] cannot load model '{saved.tag}' ({saved.path}): {escape(str(exc))}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
     home = feast_home or saved.info.metadata.get("feast_home") or ""
-    env = {**os.environ, "HLLM_MODEL": str(saved.tag), "HLLM_FEAST_HOME": str(home), "HLLM_INDEX": index}
-    if request_log:
-        env["HLLM_REQUEST_LOG"] = str(request_log.resolve())
+    env = {**os.environ, **serving.to_env(), "HLLM_MODEL": str(saved.tag), "HLLM_FEAST_HOME": str(home)}
     console.print(f"serving {saved.tag} on http://{host}:{port} (docs: /docs, health: /readyz, metrics: /metrics)")
     command = [
         sys.executable,
@@ -529,7 +549,7 @@ def _launcher(src: Path, host: str | None, overrides: list[str] | None, work: Pa
 
     from pipelines.cluster import submit
 
-    arguments = {"data_uri": str(src), "run_config": _run_config_yaml(None, overrides)}
+    arguments = {"data_uri": str(src), **_pipeline_arguments(None, overrides)}
     return KfpLauncher(kfp.Client(host=host), lambda client: submit(host, arguments, client=client))
 
 
@@ -596,7 +616,7 @@ def pipeline_submit(
 
     arguments = {
         "data_uri": data_uri,
-        "run_config": _run_config_yaml(config, overrides),
+        **_pipeline_arguments(config, overrides),
         "feast_home": feast_home,
         "gate_thresholds": thresholds,
         "num_nodes": num_nodes,
@@ -607,6 +627,25 @@ def pipeline_submit(
         host, arguments, settings=_settings(image, gpus_per_node, embed_gpus), experiment=experiment, cron=cron
     )
     out.print(json.dumps(result, indent=2))
+
+
+config_app = typer.Typer(help="Inspect the run configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Run config [default: the demo's].")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="section.key=value, repeatable.")] = None,
+) -> None:
+    """Print the resolved run configuration (every section, every key) as YAML; exit 2 on an unknown or bad key."""
+    run = _guarded(lambda: _run_config(config, overrides))
+    typer.echo(  # plain text: rich would wrap long values and break the YAML
+        "# hllm.max_seq_len and sasrec.max_seq_len are train.max_seq_len; the catalogue sizes are set when the\n"
+        "# model is built. The model folder saves all of it: serving reads it from there.\n"
+        + run.to_yaml(portable=False),
+        nl=False,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover
