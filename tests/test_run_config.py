@@ -171,3 +171,11 @@ def test_serving_section_becomes_the_service_environment() -> None:
     assert serving == ServingConfig(index="exact", torch_threads=2, request_log=None)
     assert serving.to_env() == {"HLLM_INDEX": "exact", "HLLM_TORCH_THREADS": "2", "HLLM_MAX_BODY_BYTES": "1048576"}
     assert ServingConfig().to_env()["HLLM_REQUEST_LOG"].endswith("runs/requests.jsonl")
+
+
+def test_serve_checks_its_section_before_looking_for_the_model(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    result = invoke("serve", "--model", "nope:latest", "--set", "index=annoy")  # a bare key is a serving key
+    assert result.exit_code == EXIT_BAD_INPUT and "index='annoy'" in result.output
+    result = invoke("serve", "--model", "nope:latest", "--set", "serving.torch_threads=2")
+    assert result.exit_code == EXIT_BAD_INPUT and "no model 'nope:latest'" in result.output

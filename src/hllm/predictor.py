@@ -57,7 +57,7 @@ class Predictor:
         task,
         item_ids: Sequence[str],
         item_vectors: Tensor,
-        max_len: int = 50,
+        max_len: int,
         popular: Sequence[str] | None = None,
         index_kind: str = "exact",
     ) -> None:
