@@ -114,7 +114,7 @@ class HLLMService:
         self.log.write(
             "recommend",
             user_id=user_id,
-            history=items[-50:],
+            history=items[-self.predictor.max_len :],
             history_length=total,
             items=[i for i, _ in ranked],
             fallback=fallback,
@@ -173,7 +173,9 @@ class HLLMService:
         when = int(timestamp if timestamp is not None else time.time())
         with self._user_lock(user_id):  # read-append-write of one user's history must not interleave
             current = online_histories(self.store, [user_id])[0]
-            items, times = append_event(current["item_ids"], current["timestamps"], item_id, when, n=50)
+            items, times = append_event(
+                current["item_ids"], current["timestamps"], item_id, when, n=self.predictor.max_len
+            )
             total = current["length"] + 1
             push_history(self.store, user_id, items, times, total_length=total)
         self.log.write("event", user_id=user_id, item_id=item_id, timestamp=when, history_length=total)

@@ -97,7 +97,7 @@ def test_load_config_from_yaml_and_overrides(tmp_path: Path) -> None:
     path.write_text("data:\n  max_text_chars: 500\n  min_interactions_per_user: 4\n")
     config = load_config(DataConfig, path, ["data.max_text_chars=600", "max_quarantine_fraction=0.1"])
     assert (config.max_text_chars, config.min_interactions_per_user, config.max_quarantine_fraction) == (600, 4, 0.1)
-    with pytest.raises(ValueError, match=r"unknown DataConfig key\(s\) \['max_txt'\]"):
+    with pytest.raises(ValueError, match=r"unknown data key 'max_txt' \(did you mean 'max_text_chars'\?\)"):
         load_config(DataConfig, None, ["max_txt=3"])
     with pytest.raises(ValueError, match="not of the form key=value"):
         load_config(DataConfig, None, ["max_text_chars"])

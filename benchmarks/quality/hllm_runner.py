@@ -37,8 +37,10 @@ USER_LLM = {
     "attention_probs_dropout_prob": 0.5,
 }
 HLLM_MODEL = {
+    "item_pooling": "mean",  # the frozen Item LLM's [ITEM] vector never trains
     # Mean pooling averages every token: a fixed instruction prompt would be averaged into every item alike.
     "item_prompt": "",
+    "text_separator": " ",
     "max_text_tokens": 64,
     "use_item_id_embedding": True,
     "item_id_in_target": True,
@@ -60,15 +62,16 @@ HLLM_TRAIN.update(json.loads(os.environ.get("HLLM_TRAIN_OVERRIDES", "{}")))  # f
 
 def run_hllm(dataset: Dataset, split: BenchSplit, vocab: ItemVocab, budget_minutes: float, out_dir: Path) -> dict:
     """Train HLLM (cached mode) under the budget; score the best-by-validation weights on valid and test."""
-    from hllm.config import TrainConfig
+    from hllm.config import run_config_from_dict
     from hllm.predictor import load_task
-    from hllm.training.build import RunConfig, build_task
+    from hllm.training.build import build_task
     from hllm.training.trainer import train
 
     started = time.perf_counter()
-    config = TrainConfig(max_seq_len=MAX_SEQ_LEN, max_minutes=budget_minutes, eval_batch_size=1024, **HLLM_TRAIN)
+    train_values = {"max_seq_len": MAX_SEQ_LEN, "max_minutes": budget_minutes, "eval_batch_size": 1024, **HLLM_TRAIN}
+    run = run_config_from_dict({"train": train_values, "hllm": HLLM_MODEL})
+    config = run.train
     torch.manual_seed(config.seed)  # model init follows the run's seed (default 0), like data order and negatives
-    run = RunConfig(train=config, hllm=dict(HLLM_MODEL))
     task = build_task(run, dataset, vocab)  # encodes the catalogue once with the frozen Item LLM
     encode_seconds = time.perf_counter() - started
     if budget_minutes:

@@ -42,7 +42,7 @@ def _demo_user_llm() -> dict:
 
     from hllm.training.build import load_run_config
 
-    return load_run_config(files("hllm") / "configs" / "demo.yaml").hllm["user_backbone_config"]
+    return load_run_config(files("hllm") / "configs" / "demo.yaml").hllm.user_backbone_config
 
 
 USER_LLM = _demo_user_llm()

@@ -24,7 +24,12 @@ def register(
 
     import hllm
 
-    config = json.loads((Path(run.path) / "run_config.json").read_text())
+    def without_nulls(value):  # BentoML metadata holds no None; settings left unset are null in the run config
+        if isinstance(value, dict):
+            return {k: without_nulls(v) for k, v in value.items() if v is not None}
+        return [without_nulls(v) for v in value] if isinstance(value, list) else value
+
+    config = without_nulls(json.loads((Path(run.path) / "run_config.json").read_text()))
     with open(scores.path) as f:
         metrics = json.load(f)
     metadata = {

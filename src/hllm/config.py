@@ -1,18 +1,36 @@
 """Typed configuration: one dataclass per concern, validated on construction, loaded from YAML + overrides.
 
-``load_config(DataConfig, "conf.yaml", ["validation.max_text_chars=5000"])`` reads the YAML mapping (the whole
-file, or the section named after the concern, e.g. ``data:``), applies ``key=value`` overrides (values parsed
-as YAML scalars) and builds the dataclass, whose ``__post_init__`` raises ``ValueError`` naming bad values.
+A run configuration (`RunConfig`, read by `load_run_config`) is one YAML file with up to five sections:
+``train:`` (`TrainConfig`), ``hllm:`` (`hllm.models.HLLMConfig` arguments), ``sasrec:`` (`SASRecConfig`),
+``data:`` (`DataConfig`, the validation gate) and ``serving:`` (`ServingConfig`). ``section.key=value``
+overrides (values parsed as YAML) come on top. Every section is validated when the file is read: an unknown
+section or key fails with the nearest valid name, a bad value with a ``ValueError`` naming it. What a run gets
+where the file is silent are the class defaults; ``hllm config show`` prints the resolved whole.
+
+``load_config(DataConfig, "conf.yaml", ["max_text_chars=5000"])`` reads one concern alone (its section, or a
+flat file): what the validate-data pipeline step uses for its overrides.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
+import inspect
+import logging
+import re
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
+
+if TYPE_CHECKING:
+    from hllm.models.configuration_hllm import HLLMConfig
+    from hllm.models.sasrec import SASRecConfig
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -59,16 +77,47 @@ class DataConfig:
         return self.max_timestamp if self.max_timestamp is not None else int(time.time()) + 86_400
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def as_number(value: Any) -> Any:
+    """Numbers YAML 1.1 leaves as text (``1e-3``) become numbers; anything else is returned unchanged."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        text = value.strip()
+        return int(text) if text.lstrip("+-").isdigit() else float(text)
+    return value
+
+
 def parse_scalar(text: str) -> Any:
     """A ``key=value`` value: YAML, except that numbers YAML 1.1 leaves as text (``1e-3``) become numbers."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        for number in (int, float):
-            try:
-                return number(value)
-            except ValueError:
-                pass
-    return value
+    return as_number(yaml.safe_load(text))
+
+
+def check_keys(
+    section: str,
+    given: Iterable[str],
+    known: Iterable[str],
+    derived: Mapping[str, str] = {},
+    elsewhere: Mapping[str, Iterable[str]] = {},
+) -> None:
+    """Raise a ``ValueError`` naming every key of ``given`` that ``section`` does not have, with the nearest valid one.
+
+    Args:
+        derived: keys that exist but are not set here, with the reason (e.g. where their value comes from).
+        elsewhere: the keys of the other sections: a key that belongs to one is pointed there.
+    """
+    known = sorted(known)
+    problems = []
+    for key in sorted(given):
+        if key in derived:
+            problems.append(f"{section}.{key} is not set in a run config: {derived[key]}")
+        elif key not in known:
+            owner = next((other for other, keys in elsewhere.items() if key in keys), None)
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean '{owner}.{key}'?)" if owner else f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"unknown {section} key '{key}'{hint}")
+    if problems:
+        raise ValueError("; ".join(problems) + f". Valid {section} keys: {', '.join(known)}")
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -104,11 +153,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if len(keys) != 1:
             raise ValueError(f"override '{item}': nested keys are not supported for {cls.__name__}")
         values[keys[0]] = value
-    values = {k: parse_scalar(v) if isinstance(v, str) else v for k, v in values.items()}
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; known: {sorted(known)}")
+    values = {k: as_number(v) for k, v in values.items()}
+    check_keys(section, values, (f.name for f in dataclasses.fields(cls)))  # type: ignore[arg-type]
     return cls(**values)
 
 
@@ -228,3 +274,235 @@ def deepspeed_config(config: TrainConfig, total_steps: int, bf16: bool) -> dict[
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+
+
+INDEX_KINDS = ("auto", "exact", "faiss")
+
+
+@dataclasses.dataclass
+class ServingConfig:
+    """What the HTTP service needs besides the model (the model folder carries everything about the model).
+
+    ``hllm serve`` passes these to the service as the ``HLLM_*`` environment variables it reads (`to_env`).
+
+    Attributes:
+        index: item index: ``exact``, ``faiss`` (HNSW) or ``auto`` (by catalogue size; see `hllm.index`).
+        torch_threads: torch/faiss threads per request (requests already run concurrently).
+        max_body_bytes: larger request bodies are refused with 413 before they reach the API.
+        request_log: JSONL request log for drift checks; ``null`` for none.
+    """
+
+    index: str = "auto"
+    torch_threads: int = 1
+    max_body_bytes: int = 1 << 20
+    request_log: str | None = "runs/requests.jsonl"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.index not in INDEX_KINDS:
+            problems.append(f"index={self.index!r} (expected one of {INDEX_KINDS})")
+        for name in ("torch_threads", "max_body_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"{name}={value!r} (must be an integer >= 1)")
+        if self.request_log is not None and not (isinstance(self.request_log, str) and self.request_log):
+            problems.append(f"request_log={self.request_log!r} (a file path, or null)")
+        if problems:
+            raise ValueError("invalid ServingConfig: " + "; ".join(problems))
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables `serving/service.py` reads."""
+        env = {
+            "HLLM_INDEX": self.index,
+            "HLLM_TORCH_THREADS": str(self.torch_threads),
+            "HLLM_MAX_BODY_BYTES": str(self.max_body_bytes),
+        }
+        if self.request_log:
+            env["HLLM_REQUEST_LOG"] = str(Path(self.request_log).resolve())
+        return env
+
+
+SECTIONS = ("train", "hllm", "sasrec", "data", "serving")
+# Model-config fields a run config does not set: each follows from one other setting or from the catalogue, and
+# is written into the saved model, which serving reads (the history length the Predictor uses, for one).
+DERIVED = {
+    "hllm": {
+        "max_seq_len": "it is train.max_seq_len",
+        "num_item_ids": "it is the catalogue size + 1, set when the model is built",
+    },
+    "sasrec": {
+        "max_seq_len": "it is train.max_seq_len",
+        "num_items": "it is the catalogue size, set when the model is built",
+    },
+}
+BACKBONE_KEYS = ("item_backbone", "user_backbone")
+
+
+def hllm_keys() -> list[str]:
+    """The keys of the ``hllm`` section: `HLLMConfig`'s own arguments (not ``PretrainedConfig``'s), less `DERIVED`."""
+    from hllm.models.configuration_hllm import HLLMConfig
+
+    params = inspect.signature(HLLMConfig.__init__).parameters.values()
+    names = [p.name for p in params if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
+    return [n for n in names if n not in DERIVED["hllm"]]
+
+
+def sasrec_keys() -> list[str]:
+    from hllm.models.sasrec import SASRecConfig
+
+    return [f.name for f in dataclasses.fields(SASRecConfig) if f.name not in DERIVED["sasrec"]]
+
+
+def default_hllm_config(max_seq_len: int = 50, **values: Any) -> HLLMConfig:
+    """The ``hllm`` section as an `HLLMConfig`; a backbone given neither a folder nor a config dict is the offline
+    all-MiniLM-L6-v2 (resolved here, so that ``hllm config show`` prints the folder)."""
+    from hllm.models.configuration_hllm import HLLMConfig
+    from hllm.models.modeling_hllm import default_backbone_path
+
+    for key in BACKBONE_KEYS:
+        if not values.get(key) and not values.get(f"{key}_config"):
+            values[key] = default_backbone_path()
+    return HLLMConfig(**values, max_seq_len=max_seq_len)
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything one run reads: how to train, both model architectures, the data gate and serving.
+
+    ``hllm.max_seq_len`` and ``sasrec.max_seq_len`` are set from ``train.max_seq_len`` here (one setting), and the
+    model saved by training carries them. The catalogue sizes (``hllm.num_item_ids``, ``sasrec.num_items``) are
+    0 until `hllm.training.build.build_task` sizes the model.
+    """
+
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    hllm: HLLMConfig = dataclasses.field(default_factory=default_hllm_config)
+    sasrec: SASRecConfig = dataclasses.field(default_factory=lambda: _sasrec_config())
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
+
+    def __post_init__(self) -> None:
+        self.hllm.max_seq_len = self.train.max_seq_len
+        self.sasrec = dataclasses.replace(self.sasrec, max_seq_len=self.train.max_seq_len)
+        if self.train.model == "hllm" and self.train.mode == "cached" and self.hllm.item_pooling == "item_token":
+            logger.warning(
+                "train.mode=cached keeps the [ITEM] vector of hllm.item_pooling=item_token at its random init: "
+                "items may all get nearly one vector (the collapse detector then stops training); "
+                "hllm.item_pooling=mean is the cached recipe"
+            )
+
+    def to_dict(self, portable: bool = False) -> dict[str, Any]:
+        """Every setting, by section (what ``hllm config show`` prints and ``run_config.json`` holds).
+
+        Args:
+            portable: write a default backbone as ``""`` instead of this machine's folder of it, so that another
+                machine (a pipeline pod) resolves its own.
+        """
+        hllm = {k: copy.deepcopy(getattr(self.hllm, k)) for k in hllm_keys()}
+        if portable:
+            from hllm.models.modeling_hllm import default_backbone_path
+
+            for key in BACKBONE_KEYS:
+                if hllm[key] == default_backbone_path():
+                    hllm[key] = ""
+        return {
+            "train": dataclasses.asdict(self.train),
+            "hllm": hllm,
+            "sasrec": {k: getattr(self.sasrec, k) for k in sasrec_keys()},
+            "data": dataclasses.asdict(self.data),
+            "serving": dataclasses.asdict(self.serving),
+        }
+
+    def to_yaml(self, portable: bool = True) -> str:
+        """YAML that `load_run_config` reads back to an equal config (how pipelines pass a config around)."""
+        return yaml.safe_dump(self.to_dict(portable=portable), sort_keys=False)
+
+
+def _sasrec_config(**values: Any) -> SASRecConfig:
+    from hllm.models.sasrec import SASRecConfig
+
+    return SASRecConfig(num_items=0, **values)
+
+
+def run_config_from_dict(values: Mapping[str, Mapping[str, Any]]) -> RunConfig:
+    """Check and build every section of ``values`` (``{section: {key: value}}``)."""
+    unknown_sections(values)
+    sections = {s: {k: as_number(v) for k, v in (values.get(s) or {}).items()} for s in SECTIONS}
+    keys = {s: _section_keys(s) for s in SECTIONS}
+    for name in SECTIONS:
+        others = {s: k for s, k in keys.items() if s != name}
+        check_keys(name, sections[name], keys[name], DERIVED.get(name, {}), others)
+    train = TrainConfig(**sections["train"])
+    return RunConfig(
+        train=train,
+        hllm=default_hllm_config(train.max_seq_len, **sections["hllm"]),
+        sasrec=_sasrec_config(max_seq_len=train.max_seq_len, **sections["sasrec"]),
+        data=DataConfig(**sections["data"]),
+        serving=ServingConfig(**sections["serving"]),
+    )
+
+
+def unknown_sections(values: Mapping[str, Any], where: str = "run config") -> None:
+    """Raise naming each top-level key that is no section, with the nearest section (or ``section.key``)."""
+    problems = []
+    for name in sorted(set(values) - set(SECTIONS)):
+        owner = next((s for s in SECTIONS if name in _section_keys(s)), None)
+        close = difflib.get_close_matches(name, SECTIONS, n=1)
+        hint = f" (did you mean '{owner}.{name}'?)" if owner else f" (did you mean '{close[0]}'?)" if close else ""
+        problems.append(f"unknown section '{name}'{hint}")
+    if problems:
+        raise ValueError(f"{where}: " + "; ".join(problems) + f". Sections: {', '.join(SECTIONS)}")
+
+
+def _section_keys(section: str) -> list[str]:
+    classes = {"train": TrainConfig, "data": DataConfig, "serving": ServingConfig}
+    if section in classes:
+        return [f.name for f in dataclasses.fields(classes[section])]
+    return hllm_keys() if section == "hllm" else sasrec_keys()
+
+
+def load_run_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    text: str | None = None,
+    bare_section: str = "train",
+) -> RunConfig:
+    """Read the YAML sections (from ``path``, or from ``text``), apply ``section.key=value`` overrides, validate.
+
+    Args:
+        overrides: ``section.key=value`` strings, values parsed as YAML; ``section.key.sub=value`` sets one entry
+            of a mapping value (e.g. ``hllm.user_backbone_config.hidden_size=64``).
+        bare_section: the section a ``key=value`` without one goes to.
+
+    Raises:
+        ValueError: unknown sections or keys (with the nearest valid name), malformed overrides, invalid values.
+    """
+    values: dict[str, dict[str, Any]] = {}
+    if path is not None or text:
+        where = str(path) if path is not None else "run config"
+        loaded = yaml.safe_load(text if text else Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{where}: expected a mapping with sections {list(SECTIONS)}")
+        unknown_sections(loaded, where)
+        for section, body in loaded.items():
+            if body is not None and not isinstance(body, dict):
+                raise ValueError(f"{where}: section '{section}' must be a mapping of key: value")
+            values[section] = dict(body or {})
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"override '{item}' is not of the form key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if parts[0] not in SECTIONS:
+            if len(parts) > 1:
+                unknown_sections({parts[0]: None}, f"override '{item}'")
+            parts = [bare_section, *parts]
+        if len(parts) < 2 or not all(parts):
+            raise ValueError(f"override '{item}': expected section.key=value")
+        target = values.setdefault(parts[0], {})
+        for name in parts[1:-1]:
+            if not isinstance(target.get(name), dict):
+                target[name] = {}
+            target = target[name]
+        target[parts[-1]] = parse_scalar(raw)
+    return run_config_from_dict(values)

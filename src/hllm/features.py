@@ -40,7 +40,7 @@ class FeatureTables:
     latest: pd.Timestamp
 
 
-def user_history_table(interactions: pd.DataFrame, n: int = 50, snapshots: str = "every_event") -> pd.DataFrame:
+def user_history_table(interactions: pd.DataFrame, n: int, snapshots: str = "every_event") -> pd.DataFrame:
     """Per user, the last ``n`` items and timestamps (oldest first) after each event or at the latest one.
 
     Ties in time keep the source order (the order `user_sequences` uses for training); events of a user at the
@@ -82,7 +82,7 @@ def item_text_table(items: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     return table
 
 
-def write_feature_tables(dataset: Dataset, out_dir: str | Path, n: int = 50, snapshots: str = "every_event"):
+def write_feature_tables(dataset: Dataset, out_dir: str | Path, n: int, snapshots: str = "every_event"):
     """Write the user-history and item-text offline sources as Parquet under ``out_dir``.
 
     Files are replaced atomically (written beside, then renamed), so a reader never sees half a table.

@@ -47,7 +47,7 @@ class Predictor:
         task: the model, as a `RecTask`.
         item_ids: catalogue ids; ``item_ids[i]`` is the item of row ``i + 1`` of ``item_vectors``.
         item_vectors: (N + 1, D) raw item vectors, row 0 padding.
-        max_len: most recent history items the user model reads.
+        max_len: most recent history items the user model reads; `load` takes it from the saved model.
         popular: item ids by training popularity, most popular first (fallback for empty histories).
         index_kind: ``exact``, ``faiss`` or ``auto`` (by catalogue size; see `hllm.index`).
     """
@@ -57,7 +57,7 @@ class Predictor:
         task,
         item_ids: Sequence[str],
         item_vectors: Tensor,
-        max_len: int = 50,
+        max_len: int,
         popular: Sequence[str] | None = None,
         index_kind: str = "exact",
     ) -> None:
@@ -81,10 +81,11 @@ class Predictor:
         self.ann = build_index(self.scoring_vectors, self.index_kind)
 
     @classmethod
-    def load(
-        cls, model_dir: str | Path, items: pd.DataFrame | None = None, max_len: int = 50, index_kind: str = "exact"
-    ) -> Predictor:
-        """Load ``model_dir``; HLLM item vectors come from its ``item_vectors.safetensors`` or from ``items``."""
+    def load(cls, model_dir: str | Path, items: pd.DataFrame | None = None, index_kind: str = "exact") -> Predictor:
+        """Load ``model_dir``; HLLM item vectors come from its ``item_vectors.safetensors`` or from ``items``.
+
+        The history length is the one the model was trained with (its config's ``max_seq_len``).
+        """
         folder = Path(model_dir)
         task = load_task(folder, items)
         ids_file = folder / "item_ids.json"
@@ -93,6 +94,7 @@ class Predictor:
         item_ids = json.loads(ids_file.read_text())
         popular_file = folder / POPULAR_FILE
         popular = json.loads(popular_file.read_text()) if popular_file.is_file() else None
+        max_len = task.model.config.max_seq_len
         return cls(task, item_ids, task.item_vectors(), max_len=max_len, popular=popular, index_kind=index_kind)
 
     def encode_histories(self, histories: Sequence[Sequence[str]]) -> list[list[int]]:

@@ -50,10 +50,9 @@ def test_backbone_config_objects_become_dicts() -> None:
         ({"item_pooling": "max"}, "item_pooling"),
         ({"max_text_tokens": 0}, "max_text_tokens"),
         ({"max_seq_len": 2.5}, "max_seq_len"),
-        ({"num_negatives": -1}, "num_negatives"),
         ({"text_fields": []}, "text_fields"),
         ({"text_fields": ["title", "title"]}, "text_fields"),
-        ({"use_item_id_embedding": True}, "num_item_ids"),
+        ({"num_item_ids": -1}, "num_item_ids"),
         ({"use_timestamp_embedding": True, "num_timestamp_buckets": 1}, "num_timestamp_buckets"),
         ({"logit_scale_init": 5.0}, "logit_scale_init"),
         ({"logit_scale_min": -1.0}, "logit_scale_min"),
@@ -74,3 +73,20 @@ def test_all_problems_are_reported_together() -> None:
     with pytest.raises(ValueError) as info:
         HLLMConfig(item_backbone="/x", user_backbone="/x", item_pooling="max", max_seq_len=0)
     assert "item_pooling" in str(info.value) and "max_seq_len" in str(info.value)
+
+
+def test_an_id_table_needs_its_size_when_the_model_is_built(make_config) -> None:
+    from hllm.models.modeling_hllm import HLLM
+
+    config = make_config(use_item_id_embedding=True)  # a run config leaves the size to the builder
+    assert config.num_item_ids == 0
+    with pytest.raises(ValueError, match="num_item_ids >= 1"):
+        HLLM(config)
+
+
+def test_unknown_keyword_is_not_a_setting_of_the_run() -> None:
+    # PretrainedConfig keeps unknown keywords as attributes; the run config checks keys against the signature.
+    from hllm.config import hllm_keys
+
+    assert "num_negatives" not in hllm_keys() and "item_pooling" in hllm_keys()
+    assert "max_seq_len" not in hllm_keys()  # it is train.max_seq_len

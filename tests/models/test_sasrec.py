@@ -124,7 +124,7 @@ def test_forward_rejects_too_long_sequences():
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
-        ({"num_items": 0}, "num_items"),
+        ({"num_items": -1}, "num_items"),
         ({"hidden": 0}, "hidden"),
         ({"hidden": 30, "num_heads": 4}, "num_heads"),
         ({"num_layers": 0}, "num_layers"),
@@ -140,6 +140,12 @@ def test_forward_rejects_too_long_sequences():
 def test_config_validation(overrides: dict, field: str):
     with pytest.raises(ValueError, match=field):
         SASRecConfig(**{"num_items": 10, **overrides})
+
+
+def test_a_model_needs_its_catalogue_size():
+    assert SASRecConfig().num_items == 0  # what a run config holds until the catalogue is known
+    with pytest.raises(ValueError, match="num_items"):
+        SASRec(SASRecConfig())
 
 
 def test_config_defaults():

@@ -42,7 +42,11 @@ def _overrides(mode: str = "cached", epochs: int = 2) -> list[str]:
     # Frozen random-init vectors must differ between items: a tiny BERT maps them all to one point (collapse),
     # a tiny Llama with mean pooling does not. Trainable modes use BERT (its layers are checked below).
     item = "llama" if mode == "cached" else "bert"
+    # A frozen Item LLM's [ITEM] vector never trains: cached mode pools the mean, without the prompt.
+    cached = ["hllm.item_pooling=mean", 'hllm.item_prompt=""'] if mode == "cached" else []
     return [
+        *cached,
+        'hllm.text_separator=" "',
         f"mode={mode}",
         f"epochs={epochs}",
         "batch_size=16",
@@ -87,7 +91,8 @@ def test_predictor_reproduces_the_validation_metrics(trained, dataset) -> None:
 def test_recommend_excludes_history_and_sorts(trained, dataset) -> None:
     out, _ = trained
     predictor = Predictor.load(out / "model")
-    history = dataset.interactions["item_id"].head(5).tolist()
+    assert predictor.max_len == 8  # the model's window (max_seq_len=8), read from the saved model
+    history = dataset.items["item_id"].head(20).tolist()  # longer than the window: all of it is still excluded
     (recs,) = predictor.recommend([history], k=10)
     ids, scores = [r[0] for r in recs], [r[1] for r in recs]
     assert len(ids) == 10 and not set(ids) & set(history)

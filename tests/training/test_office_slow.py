@@ -31,6 +31,9 @@ def test_short_office_run_beats_popularity(tmp_path: Path) -> None:
         "lr=1e-3",
         "select_metric=ndcg@10",
         "max_minutes=8",
+        "hllm.item_pooling=mean",  # cached mode: the frozen [ITEM] vector never trains
+        'hllm.item_prompt=""',
+        'hllm.text_separator=" "',
         "hllm.max_text_tokens=48",
         "hllm.use_item_id_embedding=true",
         "hllm.item_id_in_target=true",

@@ -36,8 +36,10 @@ _TELEMETRY_OFF = {
 
 Policy = Annotated[str, typer.Option(help="strict: any failed expectation fails; quarantine: set bad rows aside.")]
 Fmt = Annotated[str, typer.Option("--format", "-f", help="auto | hllm | movielens | parquet")]
-ConfigPath = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (a 'data:' section or flat).")]
-Overrides = Annotated[list[str] | None, typer.Option("--set", help="key=value override, repeatable.")]
+ConfigPath = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Run config YAML (its data: section) [default: the demo's].")
+]
+Overrides = Annotated[list[str] | None, typer.Option("--set", help="[data.]key=value override, repeatable.")]
 
 
 def _print_version(value: bool) -> None:
@@ -89,10 +91,18 @@ def _guarded(action: Callable[[], T]) -> T:
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
-def _data_config(config: Path | None, overrides: list[str] | None):  # -> DataConfig
-    from hllm.config import DataConfig, load_config
+def _run_config(config: Path | None, overrides: list[str] | None, bare_section: str = "train"):  # -> RunConfig
+    """The run configuration every command reads: ``config`` (default: the packaged demo) plus ``--set`` values."""
+    from importlib.resources import files
 
-    return load_config(DataConfig, config, overrides)
+    from hllm.config import load_run_config
+
+    path = config or files("hllm") / "configs" / "demo.yaml"
+    return load_run_config(path, overrides, bare_section=bare_section)
+
+
+def _data_config(config: Path | None, overrides: list[str] | None):  # -> DataConfig
+    return _run_config(config, overrides, bare_section="data").data
 
 
 def _default_report_dir(src: Path) -> Path:

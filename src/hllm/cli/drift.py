@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from hllm.cli.common import EXIT_BAD_INPUT, EXIT_DRIFT, _guarded, _load_validated, app, console, out
-from hllm.cli.pipeline import _run_config_yaml
+from hllm.cli.pipeline import _pipeline_arguments
 
 drift_app = typer.Typer(help="Data drift checks and drift-triggered retraining.", no_args_is_help=True)
 app.add_typer(drift_app, name="drift")
@@ -91,5 +91,5 @@ def _launcher(src: Path, host: str | None, overrides: list[str] | None, work: Pa
 
     from hllm_pipelines.cluster import submit
 
-    arguments = {"data_uri": str(src), "run_config": _run_config_yaml(None, overrides)}
+    arguments = {"data_uri": str(src), **_pipeline_arguments(None, overrides)}
     return KfpLauncher(kfp.Client(host=host), lambda client: submit(host, arguments, client=client))

@@ -16,6 +16,7 @@ from hllm.cli.common import (
     EXIT_GATE_REFUSED,
     Policy,
     _guarded,
+    _run_config,
     app,
     console,
     out,
@@ -34,12 +35,14 @@ def _settings(image: str | None, gpus_per_node: int, embed_gpus: int):
     return Settings(**({"image": image} if image else {}), gpus_per_node=gpus_per_node, embed_gpus=embed_gpus)
 
 
-def _run_config_yaml(config: Path | None, overrides: list[str] | None) -> str:
-    from importlib.resources import files
-
-    from hllm.training.build import load_run_config
-
-    return _guarded(lambda: load_run_config(config or files("hllm") / "configs" / "demo.yaml", overrides)).to_yaml()
+def _pipeline_arguments(config: Path | None, overrides: list[str] | None) -> dict:
+    """The pipeline parameters a run config decides: the config itself, the data gate, the stored history length."""
+    run = _guarded(lambda: _run_config(config, overrides))
+    return {
+        "run_config": run.to_yaml(),
+        "data_overrides": [f"{k}={json.dumps(v)}" for k, v in run.to_dict()["data"].items()],
+        "history_length": run.train.max_seq_len,
+    }
 
 
 @app.command("run")
@@ -65,6 +68,7 @@ def run(
     from hllm_pipelines.local import run_local
 
     _guarded(lambda: GateThresholds.from_json(thresholds))  # fail now, not after training
+    configured = _pipeline_arguments(config, overrides)  # the same: a bad config fails before any work
     if policy not in POLICIES:
         console.print(f"[red]error:[/red] unknown policy '{policy}', expected one of {list(POLICIES)}")
         raise typer.Exit(EXIT_BAD_INPUT)
@@ -77,7 +81,7 @@ def run(
         console.print(f"synthetic demo dataset (seed {seed}) -> {src}")
     arguments = {
         "data_uri": str(src.resolve()),
-        "run_config": _run_config_yaml(config, overrides),
+        **configured,
         "feast_home": str((feast_home or out_dir / "feast").resolve()),
         "policy": policy,
         "gate_thresholds": thresholds,
@@ -163,7 +167,7 @@ def pipeline_submit(
 
     arguments = {
         "data_uri": data_uri,
-        "run_config": _run_config_yaml(config, overrides),
+        **_pipeline_arguments(config, overrides),
         "feast_home": feast_home,
         "gate_thresholds": thresholds,
         "num_nodes": num_nodes,

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from hllm.cli.common import EXIT_BAD_INPUT, app, console
+from hllm.cli.common import EXIT_BAD_INPUT, _guarded, _run_config, app, console
 
 
 @app.command("serve")
@@ -21,13 +21,23 @@ def serve(
     feast_home: Annotated[
         Path | None, typer.Option(help="Feast data [default: the one the model was trained with].")
     ] = None,
-    request_log: Annotated[Path | None, typer.Option(help="JSONL request log for drift checks.")] = Path(
-        "runs/requests.jsonl"
-    ),
-    index: Annotated[str, typer.Option(help="auto | exact | faiss")] = "auto",
+    request_log: Annotated[Path | None, typer.Option(help="JSONL request log [default: serving.request_log].")] = None,
+    index: Annotated[str | None, typer.Option(help="auto | exact | faiss [default: serving.index].")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Run config (its serving: section).")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="[serving.]key=value, repeatable.")] = None,
 ) -> None:
     """Serve a registered model over HTTP (BentoML): recommend, similar_items, upsert_items, events, /metrics."""
+    import dataclasses
+
     import bentoml
+
+    flags = {"index": index, "request_log": str(request_log) if request_log else None}
+    serving = _guarded(
+        lambda: dataclasses.replace(
+            _run_config(config, overrides, bare_section="serving").serving,
+            **{k: v for k, v in flags.items() if v is not None},
+        )
+    )
 
     try:
         saved = bentoml.models.get(model)
@@ -43,9 +53,7 @@ def serve(
         console.print(f"[red]error:[/red] cannot load model '{saved.tag}' ({saved.path}): {escape(str(exc))}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
     home = feast_home or saved.info.metadata.get("feast_home") or ""
-    env = {**os.environ, "HLLM_MODEL": str(saved.tag), "HLLM_FEAST_HOME": str(home), "HLLM_INDEX": index}
-    if request_log:
-        env["HLLM_REQUEST_LOG"] = str(request_log.resolve())
+    env = {**os.environ, **serving.to_env(), "HLLM_MODEL": str(saved.tag), "HLLM_FEAST_HOME": str(home)}
     console.print(f"serving {saved.tag} on http://{host}:{port} (docs: /docs, health: /readyz, metrics: /metrics)")
     command = [
         sys.executable,

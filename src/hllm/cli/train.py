@@ -8,22 +8,22 @@ from typing import Annotated
 
 import typer
 
-from hllm.cli.common import _guarded, _load_validated, app, console, out
+from hllm.cli.common import _guarded, _load_validated, _run_config, app, console, out
 
 
 @app.command("train")
 def train_cmd(
     data: Annotated[Path, typer.Argument(help="Dataset folder (prepared Parquet, or any source: it is validated).")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")],
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML with train/hllm/sasrec sections.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Run config [default: the demo's].")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="section.key=value, repeatable.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run folder's last checkpoint.")] = False,
 ) -> None:
     """Train HLLM (or the SASRec baseline) with DeepSpeed; keeps the best validation weights in OUT/model."""
-    from hllm.training.build import load_run_config, run_training
+    from hllm.training.build import run_training
 
     def action():
-        run = load_run_config(config, overrides)
+        run = _run_config(config, overrides)
         return run_training(_load_validated(data), run, out_dir, resume=resume)
 
     result = _guarded(action)

@@ -60,7 +60,8 @@ class HLLMConfig(PretrainedConfig):
             which makes it attend causally. Decoder LMs (Llama, Qwen2) are causal whatever this says. ``False`` is
             only for backbones that are causal by construction: an encoder left bidirectional would see item i+1.
         use_item_id_embedding: add a learnable item-id embedding to each item vector fed to the User LLM.
-        num_item_ids: rows of that table (ids are ``0 .. num_item_ids - 1``); required when it is used.
+        num_item_ids: rows of that table (ids are ``0 .. num_item_ids - 1``). ``0`` until sized: a run config leaves
+            it to the builder (catalogue size + 1); building an `HLLM` with the table needs it >= 1.
         item_id_in_target: also add the item-id embedding to the item vector the User LLM's output is scored
             against (positives, negatives, ranking), not only to its inputs: the item representation becomes
             text vector + id vector. Items never trained keep a near-zero id vector, so cold items are ranked by
@@ -73,7 +74,6 @@ class HLLMConfig(PretrainedConfig):
         logit_scale_min: lower clamp of ``s`` (default 0).
         logit_scale_max: upper clamp of ``s`` (default ln 100).
         false_negative_threshold: a negative whose cosine with the positive exceeds this is masked (0.99).
-        num_negatives: negatives each rank samples per step; the pool is all ranks' negatives together.
         **kwargs: passed to ``PretrainedConfig``.
 
     Raises:
@@ -104,7 +104,6 @@ class HLLMConfig(PretrainedConfig):
         logit_scale_min: float = 0.0,
         logit_scale_max: float = DEFAULT_LOGIT_SCALE_MAX,
         false_negative_threshold: float = 0.99,
-        num_negatives: int = 512,
         **kwargs: Any,
     ) -> None:
         self.item_backbone = item_backbone
@@ -127,7 +126,6 @@ class HLLMConfig(PretrainedConfig):
         self.logit_scale_min = logit_scale_min
         self.logit_scale_max = logit_scale_max
         self.false_negative_threshold = false_negative_threshold
-        self.num_negatives = num_negatives
         self._validate()
         for name in _FLOAT_FIELDS:
             setattr(self, name, float(getattr(self, name)))
@@ -153,7 +151,7 @@ class HLLMConfig(PretrainedConfig):
             errors.append(f"text_fields must be a non-empty list of field names, got {fields!r}")
         elif len(set(fields)) != len(fields):
             errors.append(f"text_fields has duplicates: {fields!r}")
-        for name in ("max_text_tokens", "max_seq_len", "num_negatives", "num_timestamp_buckets"):
+        for name in ("max_text_tokens", "max_seq_len", "num_timestamp_buckets"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 errors.append(f"{name} must be a positive integer, got {value!r}")
@@ -165,8 +163,6 @@ class HLLMConfig(PretrainedConfig):
         ids = self.num_item_ids
         if isinstance(ids, bool) or not isinstance(ids, int) or ids < 0:
             errors.append(f"num_item_ids must be a non-negative integer, got {ids!r}")
-        elif self.use_item_id_embedding and ids < 1:
-            errors.append(f"use_item_id_embedding=True needs num_item_ids >= 1, got {ids}")
         if self.item_id_in_target is True and not self.use_item_id_embedding:
             errors.append("item_id_in_target=True needs use_item_id_embedding=True")
         buckets = self.num_timestamp_buckets

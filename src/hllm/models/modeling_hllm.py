@@ -293,6 +293,8 @@ class HLLM(PreTrainedModel):
     _supports_flash_attn = True
 
     def __init__(self, config: HLLMConfig) -> None:
+        if config.use_item_id_embedding and config.num_item_ids < 1:
+            raise ValueError(f"use_item_id_embedding=True needs num_item_ids >= 1, got {config.num_item_ids}")
         super().__init__(config)
         self.user_llm = UserLLM(config)
         self.item_llm = ItemLLM(config, output_size=self.user_llm.hidden_size)

@@ -29,7 +29,8 @@ class SASRecConfig:
     """Architecture of :class:`SASRec`.
 
     Args:
-        num_items: catalogue size; items are indices 1..num_items, 0 is padding.
+        num_items: catalogue size; items are indices 1..num_items, 0 is padding. ``0`` until sized: a run config
+            leaves it to the builder; building a `SASRec` needs it >= 1.
         hidden: embedding and model width.
         num_layers: transformer blocks.
         num_heads: attention heads; must divide ``hidden``.
@@ -40,7 +41,7 @@ class SASRecConfig:
         initializer_range: standard deviation of the normal init of embeddings and linear weights.
     """
 
-    num_items: int
+    num_items: int = 0
     hidden: int = 64
     num_layers: int = 2
     num_heads: int = 2
@@ -53,7 +54,7 @@ class SASRecConfig:
     def __post_init__(self) -> None:
         for name in ("num_items", "hidden", "num_layers", "num_heads", "max_seq_len"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "num_items" else 1):
                 raise ValueError(f"SASRecConfig.{name} must be a positive integer, got {value!r}")
         if self.hidden % self.num_heads:
             raise ValueError(
@@ -118,6 +119,8 @@ class SASRec(nn.Module):
     """
 
     def __init__(self, config: SASRecConfig) -> None:
+        if config.num_items < 1:
+            raise ValueError(f"SASRecConfig.num_items must be >= 1 to build a model, got {config.num_items}")
         super().__init__()
         self.config = config
         self.item_embedding = nn.Embedding(config.num_items + 1, config.hidden, padding_idx=PADDING_INDEX)

@@ -1,108 +1,35 @@
 """From a run configuration and a dataset to a ready `RecTask`, and the `hllm train` job itself.
 
-A run configuration is YAML with up to three sections: ``train:`` (`TrainConfig`), ``hllm:`` (`HLLMConfig`
-keyword arguments) and ``sasrec:`` (`SASRecConfig` fields). Overrides are ``section.key=value`` strings; a bare
-``key=value`` goes to ``train``. Backbone paths default to the offline all-MiniLM-L6-v2.
+The run configuration (`hllm.config.RunConfig`, read by `load_run_config`) is typed and validated when read;
+here it only meets the catalogue: the model configs get their catalogue size, nothing else is decided here.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from hllm.config import TrainConfig, parse_scalar
+from hllm.config import RunConfig, TrainConfig, load_run_config
 from hllm.data.schema import Dataset
 from hllm.data.splits import leave_one_out
 from hllm.training.data import ItemVocab, eval_set, item_popularity, train_sequences
 
+__all__ = ["RunConfig", "build_task", "encode_item_texts", "load_item_texts", "load_run_config", "run_training"]
 logger = logging.getLogger(__name__)
-SECTIONS = ("train", "hllm", "sasrec")
 
 
-@dataclass
-class RunConfig:
-    train: TrainConfig
-    hllm: dict[str, Any] = field(default_factory=dict)
-    sasrec: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"train": dataclasses.asdict(self.train), "hllm": self.hllm, "sasrec": self.sasrec}
-
-    def to_yaml(self) -> str:
-        """YAML that `load_run_config` reads back to an equal config (how pipelines pass a config around)."""
-        return yaml.safe_dump(json.loads(json.dumps(self.to_dict(), default=str)), sort_keys=False)
-
-
-def load_run_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, *, text: str | None = None
-) -> RunConfig:
-    """Read the YAML sections (from ``path``, or from ``text``) and apply ``section.key=value`` overrides.
-
-    Raises:
-        ValueError: unknown sections or TrainConfig keys, malformed overrides, invalid values.
-    """
-    values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
-    if path is not None or text:
-        path = path or "run config"
-        loaded = yaml.safe_load(text if text else Path(path).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping with sections {list(SECTIONS)}")
-        unknown = sorted(set(loaded) - set(SECTIONS))
-        if unknown:
-            raise ValueError(f"{path}: unknown section(s) {unknown}; expected {list(SECTIONS)}")
-        for section in SECTIONS:
-            for key, value in (loaded.get(section) or {}).items():
-                values[section][key] = parse_scalar(value) if isinstance(value, str) else value
-    for item in overrides or []:
-        if "=" not in item:
-            raise ValueError(f"override '{item}' is not of the form key=value")
-        key, raw = item.split("=", 1)
-        section, _, name = key.strip().rpartition(".")
-        section = section or "train"
-        if section not in SECTIONS:
-            raise ValueError(f"override '{item}': unknown section '{section}', expected one of {list(SECTIONS)}")
-        values[section][name] = parse_scalar(raw)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values["train"]) - known)
-    if unknown:
-        raise ValueError(f"unknown train key(s) {unknown}; known: {sorted(known)}")
-    return RunConfig(TrainConfig(**values["train"]), values["hllm"], values["sasrec"])
-
-
-def _hllm_kwargs(run: RunConfig, vocab: ItemVocab) -> dict[str, Any]:
-    """`HLLMConfig` keyword arguments of ``run`` with this project's defaults filled in."""
-    from hllm.models import default_backbone_path
-
-    kwargs = dict(run.hllm)
-    for key in ("item_backbone", "user_backbone"):
-        if not kwargs.get(key) and not kwargs.get(f"{key}_config"):
-            kwargs[key] = default_backbone_path()
-    if kwargs.get("use_item_id_embedding"):
-        kwargs.setdefault("num_item_ids", vocab.num_items + 1)
-    kwargs.setdefault("max_seq_len", run.train.max_seq_len)
-    # The released code joins fields with no separator; with WordPiece that glues a value to the next field
-    # name ("scifidescription"), so a space is the default here.
-    kwargs.setdefault("text_separator", " ")
-    if run.train.mode == "cached" and "item_pooling" not in kwargs:
-        # A frozen Item LLM whose [ITEM] vector was never trained maps every item to nearly the same vector
-        # (measured: mean cosine 0.99999 with a random [ITEM] slot); mean pooling keeps the text signal.
-        # Cached mode after an end_to_end stage should set item_pooling: item_token explicitly.
-        kwargs["item_pooling"] = "mean"
-        logger.info(
-            "cached mode: item_pooling=mean (the [ITEM] vector is untrained); set hllm.item_pooling to override"
-        )
-    if kwargs.get("item_pooling") == "mean":
-        # Mean pooling averages every token, so a fixed instruction prompt is averaged into every item alike and
-        # blurs them (Office, same recipe: valid NDCG@10 0.0838 with the prompt, 0.0882 without).
-        kwargs.setdefault("item_prompt", "")
-    return kwargs
+def hllm_model_config(run: RunConfig, vocab: ItemVocab):  # -> HLLMConfig
+    """``run.hllm`` sized for this catalogue (a copy: building the model fills in the backbone configs)."""
+    config = copy.deepcopy(run.hllm)
+    if config.use_item_id_embedding:
+        config.num_item_ids = vocab.num_items + 1
+    return config
 
 
 # What decides an Item-LLM text vector: precomputed vectors are only reused when all of these agree.
@@ -117,13 +44,9 @@ ITEM_SIDE_KEYS = (
 )
 
 
-def item_side_settings(run: RunConfig, vocab: ItemVocab) -> dict[str, Any]:
+def item_side_settings(run: RunConfig, vocab: ItemVocab | None = None) -> dict[str, Any]:
     """The settings of ``run`` that determine the cached item text vectors (JSON-able)."""
-    return _item_settings(_hllm_kwargs(run, vocab))
-
-
-def _item_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps({k: kwargs.get(k) for k in ITEM_SIDE_KEYS}, default=str))
+    return json.loads(json.dumps({k: getattr(run.hllm, k) for k in ITEM_SIDE_KEYS}, default=str))
 
 
 def build_task(run: RunConfig, dataset: Dataset, vocab: ItemVocab, text_vectors: str | Path | None = None):
@@ -134,26 +57,30 @@ def build_task(run: RunConfig, dataset: Dataset, vocab: ItemVocab, text_vectors:
             of encoding the catalogue again; they must come from the same catalogue and Item-LLM settings.
     """
     if run.train.model == "sasrec":
-        from hllm.models.sasrec import SASRecConfig
         from hllm.training.tasks import SASRecTask
 
-        config = SASRecConfig(num_items=vocab.num_items, **{"max_seq_len": run.train.max_seq_len, **run.sasrec})
-        return SASRecTask(config, vocab.ids)
-    from hllm.models import HLLM, HLLMConfig, default_backbone_path, load_item_tokenizer
+        return SASRecTask(dataclasses.replace(run.sasrec, num_items=vocab.num_items), vocab.ids)
+    from hllm.models import HLLM, load_item_tokenizer
     from hllm.training.hllm_task import HLLMTask, catalogue_tokens
 
-    kwargs = _hllm_kwargs(run, vocab)
-    model = HLLM(HLLMConfig(**kwargs))
-    tokenizer = load_item_tokenizer(kwargs.get("item_backbone") or default_backbone_path())
+    model = HLLM(hllm_model_config(run, vocab))
+    tokenizer = load_item_tokenizer(_tokenizer_folder(run))
     model.set_gradient_checkpointing(run.train.gradient_checkpointing)
     cache = None
     if text_vectors is not None:
         if run.train.mode == "cached":
-            cache = load_item_texts(text_vectors, vocab, _item_settings(kwargs))
+            cache = load_item_texts(text_vectors, vocab, item_side_settings(run))
         else:
             logger.info("%s mode trains the Item LLM: precomputed text vectors are not used", run.train.mode)
     tokens = catalogue_tokens(dataset.items, tokenizer, model)
     return HLLMTask(model, tokens, vocab.ids, run.train, tokenizer, cache=cache)
+
+
+def _tokenizer_folder(run: RunConfig) -> str:
+    """The item tokenizer's folder: the Item LLM's checkpoint, else (a config-dict backbone) the offline MiniLM's."""
+    from hllm.models import default_backbone_path
+
+    return run.hllm.item_backbone or default_backbone_path()
 
 
 TEXT_VECTORS_FILE = "text_vectors.safetensors"
@@ -169,7 +96,7 @@ def encode_item_texts(run: RunConfig, dataset: Dataset, out_dir: str | Path, *, 
     import torch
     from safetensors.torch import save_file
 
-    from hllm.models import HLLM, HLLMConfig, default_backbone_path, load_item_tokenizer
+    from hllm.models import HLLM, load_item_tokenizer
     from hllm.training.hllm_task import HLLMTask, catalogue_tokens
 
     out = Path(out_dir)
@@ -178,15 +105,14 @@ def encode_item_texts(run: RunConfig, dataset: Dataset, out_dir: str | Path, *, 
     if run.train.model != "hllm":
         (out / TEXT_MANIFEST_FILE).write_text(json.dumps({"skipped": f"model {run.train.model} reads no text"}))
         return out
-    kwargs = _hllm_kwargs(run, vocab)
-    model = HLLM(HLLMConfig(**kwargs))
-    tokenizer = load_item_tokenizer(kwargs.get("item_backbone") or default_backbone_path())
+    model = HLLM(hllm_model_config(run, vocab))
+    tokenizer = load_item_tokenizer(_tokenizer_folder(run))
     tokens = catalogue_tokens(dataset.items, tokenizer, model)
     # A placeholder cache keeps the constructor from encoding; encode_catalogue below does it (with progress).
     encoder = HLLMTask(model, tokens, vocab.ids, TrainConfig(mode="cached"), tokenizer, cache=torch.zeros(1, 1))
     vectors = encoder.encode_catalogue(show_progress=show_progress)
     save_file({"vectors": vectors.contiguous()}, str(out / TEXT_VECTORS_FILE))
-    manifest = {"item_ids": vocab.ids[1:], "settings": _item_settings(kwargs), "dim": int(vectors.shape[1])}
+    manifest = {"item_ids": vocab.ids[1:], "settings": item_side_settings(run), "dim": int(vectors.shape[1])}
     (out / TEXT_MANIFEST_FILE).write_text(json.dumps(manifest) + "\n")
     logger.info("encoded %d items (%d-dim) to %s", len(vocab.ids) - 1, vectors.shape[1], out)
     return out
