@@ -355,8 +355,9 @@ def run(
         raise typer.Exit(EXIT_BAD_INPUT)
     started = time.perf_counter()
     run_config = _run_config_yaml(config, overrides)
+    verbose = verbose or bool(ctx.find_root().params.get("verbose"))  # `hllm -v run` or `hllm run -v`
     stream = sys.stdout  # kfp's output replaces sys.stdout during the run; the reporter keeps the real one
-    reporter = Reporter(stream, terminal=stream.isatty())
+    reporter = Reporter(stream, terminal=stream.isatty(), progress=not verbose)
     if src is None:
         from hllm.data.synth import SynthConfig, generate
 
@@ -367,7 +368,7 @@ def run(
     outcome = main_job(
         out_dir,
         reporter,
-        echo=stream if verbose or ctx.find_root().params.get("verbose") else None,
+        echo=stream if verbose else None,
         started=started,
         data_uri=str(src.resolve()),
         run_config=run_config,
