@@ -77,3 +77,22 @@ def test_synth_is_deterministic(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args", [["--version"], ["data", "--help"]])
 def test_help_and_version(args: list[str]) -> None:
     assert invoke(*args).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "streamed"), [([], [], False), ([], ["--verbose"], True), (["--verbose"], [], True)]
+)
+def test_run_streams_every_step_line_only_when_verbose(
+    monkeypatch, good_dataset: Path, tmp_path: Path, before: list[str], after: list[str], streamed: bool
+) -> None:
+    seen = {}
+
+    def main_job(out_dir, reporter, *, echo=None, **arguments) -> str:
+        seen.update(echo=echo, progress=reporter.progress, data_uri=arguments["data_uri"])
+        return "refused"
+
+    monkeypatch.setattr("hllm_pipelines.local.main_job", main_job)
+    result = invoke(*before, "run", "--out", str(tmp_path / "out"), "--src", str(good_dataset), *after)
+    assert result.exit_code == 3  # the outcome's exit code: the gate refused the model
+    assert (seen["echo"] is not None) is streamed and seen["progress"] is not streamed
+    assert seen["data_uri"] == str(good_dataset.resolve())

@@ -22,6 +22,9 @@ def drift_check(
     from hllm.data.validation import require_pass, validate_tables
     from hllm.drift import DriftConfig, check_drift, interaction_events
 
+    if not report.uri.endswith(".html"):  # kfp names the file after the output: make it open as a web page
+        report.uri += ".html"
+
     def load(uri):  # both windows pass the same validation gate as training data
         return require_pass(validate_tables(read_raw(uri), report_dir=None))
 

@@ -21,6 +21,8 @@ def evaluate(
     from hllm.data.schema import load_dataset
     from hllm.evaluation.report import evaluate_run, write_report
 
+    if not report.uri.endswith(".html"):  # kfp names the file after the output: make it open as a web page
+        report.uri += ".html"
     values = evaluate_run(model.path, load_dataset(dataset.path))
     write_report(values, report.path, curve_png=Path(run.path) / "curve.png", title=model.metadata.get("model", ""))
     with open(scores.path, "w") as f:

@@ -26,6 +26,8 @@ def validate_data(
     from hllm.data.readers import read_raw
     from hllm.data.validation import require_pass, validate_tables
 
+    if not data_docs.uri.endswith(".html"):  # kfp names the file after the output: make it open as a web page
+        data_docs.uri += ".html"
     config = load_config(DataConfig, None, [str(o) for o in data_overrides])
     result = validate_tables(read_raw(data_uri, data_format), config, policy=policy, report_dir=report.path)
     docs = Path(report.path) / "data_docs" / "index.html"

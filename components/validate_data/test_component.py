@@ -22,10 +22,12 @@ def test_valid_data_becomes_a_parquet_dataset_with_lineage(prepared) -> None:
 def test_bad_data_stops_here_and_leaves_the_data_docs(tmp_path: Path) -> None:
     src = write_hllm(tmp_path / "bad", "item_id,user_id,timestamp\ni1,u1,1400000000\ni2,u1,not-a-time\n", GOOD_ITEMS)
     dataset = artifact(dsl.Dataset, tmp_path / "dataset")
-    report, docs = artifact(dsl.Artifact, tmp_path / "report"), artifact(dsl.HTML, tmp_path / "docs.html")
+    # kfp names an artifact file after its output ("data_docs"); the step makes the page end in .html
+    report, docs = artifact(dsl.Artifact, tmp_path / "report"), artifact(dsl.HTML, tmp_path / "data_docs")
     with pytest.raises(ValidationFailed, match="timestamp"):
         component.python_func(data_uri=str(src), dataset=dataset, report=report, data_docs=docs)
-    assert "<html" in Path(docs.path).read_text().lower()
+    assert docs.uri == str(tmp_path / "data_docs.html")
+    assert "<html" in (tmp_path / "data_docs.html").read_text().lower()
     assert json.loads((Path(report.path) / "summary.json").read_text())["passed"] is False
     assert report.metadata["passed"] is False
     assert not Path(dataset.path).exists()  # nothing downstream can start from rejected data

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from hllm.cli.common import (
     EXIT_BAD_INPUT,
@@ -47,6 +47,7 @@ def _pipeline_arguments(config: Path | None, overrides: list[str] | None) -> dic
 
 @app.command("run")
 def run(
+    ctx: typer.Context,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/demo"),
     seed: Annotated[int, typer.Option(help="Seed of the demo dataset.")] = 0,
     src: Annotated[Path | None, typer.Option(help="Use this dataset folder instead of the demo dataset.")] = None,
@@ -56,16 +57,21 @@ def run(
     thresholds: Annotated[str, typer.Option(help="Gate thresholds as JSON (see hllm.gating).")] = "{}",
     feast_home: Annotated[Path | None, typer.Option(help="Feast data folder [default: OUT/feast].")] = None,
     model_name: Annotated[str, typer.Option(help="BentoML model name to register under.")] = "hllm",
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Stream every step's output (also: hllm --verbose run).")
+    ] = False,
 ) -> None:
     """Run the whole training pipeline locally (kfp's local runner): the main job.
 
     validate -> Feast sync -> embed items -> train -> evaluate -> gate -> register (BentoML store, honouring
-    $BENTOML_HOME). Exit 0 when a model was registered, 1 when the data failed validation, 3 when the gate
-    refused the model, 2 for unusable input or a failed step.
+    $BENTOML_HOME). Prints one line per step and a closing table; each step's full output goes to
+    OUT/logs/<step>.log, the summary to OUT/summary.json. Exit 0 when a model was registered, 1 when the data
+    failed validation, 3 when the gate refused the model, 2 for unusable input or a failed step.
     """
     from hllm.data.validation import POLICIES
     from hllm.gating import GateThresholds
-    from hllm_pipelines.local import run_local
+    from hllm_pipelines.local import main_job
+    from hllm_pipelines.progress import Reporter
 
     _guarded(lambda: GateThresholds.from_json(thresholds))  # fail now, not after training
     configured = _pipeline_arguments(config, overrides)  # the same: a bad config fails before any work
@@ -73,59 +79,30 @@ def run(
         console.print(f"[red]error:[/red] unknown policy '{policy}', expected one of {list(POLICIES)}")
         raise typer.Exit(EXIT_BAD_INPUT)
     started = time.perf_counter()
+    verbose = verbose or bool(ctx.find_root().params.get("verbose"))  # `hllm -v run` or `hllm run -v`
+    stream = sys.stdout  # kfp's output replaces sys.stdout during the run; the reporter keeps the real one
+    reporter = Reporter(stream, terminal=stream.isatty(), progress=not verbose)
     if src is None:
         from hllm.data.synth import SynthConfig, generate
 
         src = out_dir / "raw"
         generate(SynthConfig(seed=seed)).save_csv(src)
-        console.print(f"synthetic demo dataset (seed {seed}) -> {src}")
-    arguments = {
-        "data_uri": str(src.resolve()),
+        reporter.line(f"synthetic demo dataset (seed {seed}) -> {src}")
+    reporter.line(f"pipeline run under {out_dir}; each step's output: {out_dir / 'logs'}/<step>.log")
+    outcome = main_job(
+        out_dir,
+        reporter,
+        echo=stream if verbose else None,
+        started=started,
+        data_uri=str(src.resolve()),
         **configured,
-        "feast_home": str((feast_home or out_dir / "feast").resolve()),
-        "policy": policy,
-        "gate_thresholds": thresholds,
-        "model_name": model_name,
-    }
-    try:
-        result = run_local(out_dir, **arguments)
-    except RuntimeError as exc:
-        _report_failed_run(out_dir, exc)
-    summary = {
-        "elapsed_s": round(time.perf_counter() - started, 1),
-        "run": str(result.run_dir),
-        "artifacts": result.artifacts,
-        "feast_online_store": arguments["feast_home"],
-        "gate": {"passed": result.gate.get("passed"), "reasons": result.gate.get("reasons")},
-        "registered": result.registered,
-    }
-    for name in ("test", "popularity_test"):
-        if name in result.metrics:
-            summary[name] = {k: round(result.metrics[name][k], 4) for k in ("recall@10", "ndcg@10", "recall@200")}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    out.print(json.dumps(summary, indent=2))
-    console.print(f"summary: {out_dir / 'summary.json'}")
-    if not result.registered:
-        console.print("[yellow]the gate refused the model: nothing was registered[/yellow]")
-        raise typer.Exit(EXIT_GATE_REFUSED)
-    console.print(f"[green]registered {result.registered}[/green]; report: {result.artifacts.get('evaluate.report')}")
-
-
-def _report_failed_run(out_dir: Path, exc: RuntimeError):
-    import re
-
-    from hllm_pipelines.local import latest_run
-
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    console.print(f"[red]error:[/red] {escape(text)}", highlight=False)
-    run_dir = latest_run(out_dir.resolve() / "pipeline_root")
-    failed_validation = "validate-data" in text
-    if run_dir is not None:
-        console.print(f"artifacts so far: {run_dir}")
-        docs = run_dir / "validate-data" / "data_docs"
-        if failed_validation and docs.is_file():
-            console.print(f"data docs: {docs}")
-    raise typer.Exit(EXIT_GATE_FAILED if failed_validation else EXIT_BAD_INPUT)
+        feast_home=str((feast_home or out_dir / "feast").resolve()),
+        policy=policy,
+        gate_thresholds=thresholds,
+        model_name=model_name,
+    )
+    codes = {"registered": 0, "refused": EXIT_GATE_REFUSED, "rejected": EXIT_GATE_FAILED}
+    raise typer.Exit(codes.get(outcome, EXIT_BAD_INPUT))
 
 
 @pipeline_app.command("compile")
