@@ -74,9 +74,27 @@ def test_synth_is_deterministic(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "interactions.csv").read_bytes() == (tmp_path / "b" / "interactions.csv").read_bytes()
 
 
-@pytest.mark.parametrize("args", [["--version"], ["data", "--help"]])
-def test_help_and_version(args: list[str]) -> None:
-    assert invoke(*args).exit_code == 0
+# The commands users type (README, docs): every one must stay listed in `hllm --help`.
+COMMANDS = ("data", "train", "evaluate", "embed-items", "run", "pipeline", "serve", "drift", "deploy", "config")
+
+
+def _listed_commands(help_text: str) -> set[str]:
+    """Names in the first column of the help's "Commands" panel (not the wrapped description lines)."""
+    panel = help_text.split("Commands", 1)[1]
+    return {line[2:].split(" ", 1)[0] for line in panel.splitlines() if line.startswith("│ ") and line[2] != " "}
+
+
+def test_help_and_version() -> None:
+    import hllm
+
+    version = invoke("--version")
+    assert version.exit_code == 0 and version.output.strip() == hllm.__version__
+    top = invoke("--help")
+    assert top.exit_code == 0
+    missing = set(COMMANDS) - _listed_commands(top.output)
+    assert not missing, f"`hllm --help` does not list {sorted(missing)}:\n{top.output}"
+    data = invoke("data", "--help")
+    assert data.exit_code == 0 and {"validate", "prepare", "synth", "download"} <= _listed_commands(data.output)
 
 
 @pytest.mark.parametrize(

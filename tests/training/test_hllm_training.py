@@ -20,7 +20,7 @@ from hllm.evaluation.evaluate import evaluate_dataset
 from hllm.models.loss import EmbeddingCollapseError
 from hllm.predictor import Predictor
 from hllm.training.build import build_task, load_run_config, run_training
-from hllm.training.data import ItemVocab, left_pad
+from hllm.training.data import ItemVocab, left_pad, train_sequences
 
 MINILM_VOCAB = 30522  # the tiny backbones read the offline MiniLM tokenizer's ids
 
@@ -66,9 +66,26 @@ def dataset():
 
 
 @pytest.fixture(scope="module")
-def trained(dataset, tmp_path_factory):
+def drawn_negatives() -> list[torch.Tensor]:
+    """Every negative sample the training run of `trained` draws."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory, drawn_negatives):
+    from hllm.training.hllm_task import HLLMTask
+
+    sample = HLLMTask._negatives
+
+    def recorded(self):
+        negatives = sample(self)
+        drawn_negatives.append(negatives.clone())
+        return negatives
+
     out = tmp_path_factory.mktemp("hllm-run")
-    result = run_training(dataset, load_run_config(None, _overrides()), out, progress=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(HLLMTask, "_negatives", recorded)
+        result = run_training(dataset, load_run_config(None, _overrides()), out, progress=False)
     return out, result
 
 
@@ -204,9 +221,17 @@ def test_item_id_in_target_round_trips_through_the_predictor(dataset, tmp_path: 
         build_task(load_run_config(None, [*overrides, "mode=end_to_end"]), dataset, ItemVocab.from_items(dataset.items))
 
 
-def test_negatives_come_from_training_items_only(dataset) -> None:
-    task = build_task(load_run_config(None, _overrides()), dataset, ItemVocab.from_items(dataset.items))
-    assert set(task._negatives().tolist()) <= set(range(1, 49)) and len(set(task._negatives().tolist())) > 2
+def test_negatives_come_from_training_items_only(trained, drawn_negatives, dataset) -> None:
+    vocab = ItemVocab.from_items(dataset.items)
+    training = {i for sequence in train_sequences(leave_one_out(dataset.interactions), vocab) for i in sequence}
+    held_out = set(range(1, vocab.num_items + 1)) - training  # validation/test targets only, or never used
+    # The data has items a sampler over the whole catalogue would draw: the late (cold) items, test targets only.
+    assert {vocab.index[i] for i in dataset.metadata["cold_items"]} & held_out
+    drawn = torch.cat(drawn_negatives)
+    # Enough draws that a sampler over the whole catalogue would almost surely have drawn a held-out item.
+    assert (1 - len(held_out) / vocab.num_items) ** len(drawn) < 1e-3
+    assert set(drawn.tolist()) <= training and len(set(drawn.tolist())) > 0.8 * len(training)
+    task = build_task(load_run_config(None, _overrides()), dataset, vocab)
     task.set_training_items(torch.tensor([0, 3, 5]))  # padding is never a negative
     assert set(task._negatives().tolist()) == {3, 5}
 

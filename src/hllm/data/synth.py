@@ -9,8 +9,12 @@ something to learn that an id-popularity model cannot:
   neighbouring topic on a ring, and they stay with the brand of their previous item with some probability;
   the next item is therefore predictable from the text of the last few items;
 - popularity is Zipf-like within each topic, so a popularity ranker is a real but weaker baseline;
-- ``cold_fraction`` of the items are released in the last ~15% of the time window and are chosen only after
-  their release: a temporal cut at 80% of the window leaves them unseen in training.
+- ``cold_fraction`` of the items are released late (``COLD_RELEASE_WINDOW``), after every user's regular
+  activity, and are chosen only after their release: by the ``RETURN_SHARE`` of users who come back for one
+  last visit at the end of the window. Their texts are drawn like their topic peers', so a text model can
+  recommend them; under leave-one-out they are test targets that no training sequence holds (the demo's
+  cold-start slice: 95 of 600 test targets with the default config), and a temporal cut at 80% of the window
+  leaves them unseen in training too.
 
 A user never repeats an item (a choice: it keeps leave-one-out targets out of the history mask). Everything
 is drawn from one ``numpy.random.Generator(seed)`` in a fixed order, so a config always yields identical
@@ -30,13 +34,16 @@ from hllm.data.schema import Dataset, canonical_interactions, canonical_items
 logger = logging.getLogger(__name__)
 
 DAY_SECONDS = 86_400
-# Cold items are released in this part of the window (fractions of span_days): late enough that a temporal
-# cut at 80% never sees them, early enough that users still find them.
-COLD_RELEASE_WINDOW = (0.85, 0.93)
+# Late ("cold") items are released in this part of the window (fractions of span_days), after every user's
+# regular activity: only returning users' last visits can pick them, so under leave-one-out they are test
+# targets that no training sequence holds (the cold-start slice), and a temporal cut at 80% never sees them.
+COLD_RELEASE_WINDOW = (0.95, 0.97)
+# Share of users who come back once more after the late releases, at a time in RETURN_WINDOW.
+RETURN_SHARE = 0.4
+RETURN_WINDOW = (0.97, 1.0)
 # Share of a user's topic mixture spread evenly over every topic: exploration outside the main interests.
 SPREAD = 0.06
-# New items get attention: cold items' popularity is multiplied by this, so most are found in the short time
-# between their release and the end of the window.
+# New items get attention: cold items' popularity is multiplied by this, so returning users often pick one.
 NEW_ITEM_BOOST = 4.0
 
 
@@ -176,7 +183,7 @@ class SynthConfig:
         n_topics: number of topics, taken in ring order from `TOPICS`.
         min_seq_len: shortest user sequence (3 at least: train, validation and test targets).
         max_seq_len: longest user sequence; lengths are uniform in ``[min_seq_len, max_seq_len]``.
-        cold_fraction: share of items released only in the last ~15% of the window.
+        cold_fraction: share of items released late, picked only at returning users' last visits.
         start: first timestamp of the window, unix seconds (default 2022-01-01 00:00 UTC).
         span_days: length of the window in days.
         seed: seed of the single random generator every draw comes from.
@@ -335,18 +342,23 @@ def _make_catalogue(config: SynthConfig, rng: np.random.Generator) -> _Catalogue
 def _make_timestamps(config: SynthConfig, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Sorted event times per user, (U, max_len) int64, padded past each user's length.
 
-    Users end their activity uniformly in the second half of the window and are active for 10-40% of it, so
-    users start at different times and a good share of them is still active when cold items come out.
+    Users' regular activity ends uniformly between the middle of the window and the first late release, and
+    lasts 10-40% of the window, so users start at different times. A ``RETURN_SHARE`` of the users come back
+    once more in ``RETURN_WINDOW``, after every late release: that visit is their last event.
     """
     span = config.span_seconds
-    end = rng.uniform(0.5, 1.0, size=config.n_users) * span
+    returning = rng.random(config.n_users) < RETURN_SHARE
+    regular = lengths - returning  # events before the late releases (>= 2)
+    end = rng.uniform(0.5, COLD_RELEASE_WINDOW[0], size=config.n_users) * span
     begin = np.maximum(end - rng.uniform(0.1, 0.4, size=config.n_users) * span, 0.0)
     offsets = np.sort(rng.uniform(size=(config.n_users, config.max_seq_len)), axis=1)
-    # Spread each user's own events over [begin, end]; slots past the user's length are never used.
-    used = np.arange(config.max_seq_len)[None, :] < lengths[:, None]
-    last = np.take_along_axis(offsets, (lengths - 1)[:, None], axis=1)
+    # Spread each user's regular events over [begin, end]; slots past them are never used or are the return.
+    used = np.arange(config.max_seq_len)[None, :] < regular[:, None]
+    last = np.take_along_axis(offsets, (regular - 1)[:, None], axis=1)
     offsets = np.where(used, offsets / last, 1.0)
     times = begin[:, None] + offsets * (end - begin)[:, None]
+    back = rng.uniform(*RETURN_WINDOW, size=config.n_users) * span
+    times[returning, regular[returning]] = back[returning]
     return config.start + np.floor(times).astype(np.int64)
 
 

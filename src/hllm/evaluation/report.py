@@ -1,7 +1,8 @@
 """Evaluate a trained run against the popularity baseline and write one self-contained HTML report.
 
-The report holds the metric table (validation and test, every K), the cold-start slice, a model-vs-baseline
-chart and the training curves (images inlined as base64, so the file can be moved or served as one artifact).
+The report holds the model vs popularity on the cold-start slice (test targets no training sequence holds), the
+metric table (validation and test, every K, with the cold-start slice), a model-vs-baseline chart and the
+training curves (images inlined as base64, so the file can be moved or served as one artifact).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def _table(metrics: dict) -> str:
         ("model, test", metrics["test"], ""),
         ("popularity, test", metrics["popularity_test"], ""),
         ("model, test, cold-start targets", metrics["test"], "cold/"),
+        ("popularity, test, cold-start targets", metrics["popularity_test"], "cold/"),
         ("model, validation, cold-start targets", metrics["valid"], "cold/"),
     ]
     head = "".join(f"<th>{c}</th>" for c in [*columns, "count"])
@@ -87,6 +89,33 @@ def _table(metrics: dict) -> str:
         for name, values, prefix in rows
     )
     return f"<table><tr><th></th>{head}</tr>{body}</table>"
+
+
+def _cold_start(metrics: dict) -> str:
+    """Model vs popularity on the cold-start test targets, beside the same metrics on every test target."""
+    model, popularity = metrics["test"], metrics["popularity_test"]
+    count, total = model.get("cold/count", 0), model.get("count", 0)
+    if not count:
+        return f"<p>None of the {total} test targets is a cold-start item: there is no cold-start slice.</p>"
+    columns = ["recall@10", "ndcg@10", "count"]
+    rows = [
+        ("model, cold-start targets", model, "cold/"),
+        ("popularity, cold-start targets", popularity, "cold/"),
+        ("model, all test targets", model, ""),
+        ("popularity, all test targets", popularity, ""),
+    ]
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    body = "".join(
+        f"<tr><td>{html.escape(name)}</td>"
+        + "".join(f"<td>{_fmt(values.get(prefix + c))}</td>" for c in columns)
+        + "</tr>"
+        for name, values, prefix in rows
+    )
+    return (
+        f"<p>{count} of {total} test targets are cold-start items: they occur in no training sequence, so only "
+        "their text is known (popularity, and any ID-only model, cannot rank them).</p>"
+        f"<table><tr><th></th>{head}</tr>{body}</table>"
+    )
 
 
 def write_report(metrics: dict, out_html: str | Path, *, curve_png: str | Path | None = None, title: str = "") -> Path:
@@ -101,6 +130,8 @@ def write_report(metrics: dict, out_html: str | Path, *, curve_png: str | Path |
         f"<h1>HLLM evaluation {html.escape(title)}</h1>",
         "<p>Leave-one-out, full ranking over the whole catalogue, the user's history masked. Cold-start targets: "
         "items that never occur in any training sequence (only their text is known).</p>",
+        "<h2>Cold start: model vs popularity</h2>",
+        _cold_start(metrics),
         "<h2>Metrics</h2>",
         _table(metrics),
         "<h2>Model vs baseline</h2>",
