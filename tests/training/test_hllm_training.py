@@ -112,6 +112,20 @@ def test_predictor_computes_vectors_when_none_are_stored(trained, dataset, tmp_p
     assert torch.allclose(stored.raw_vectors, computed.raw_vectors, atol=1e-5)
 
 
+def test_a_model_exported_before_the_artifact_rename_still_loads(trained, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    out, _ = trained
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for f in (out / "model").iterdir():
+        if f.name != "item_text_states.safetensors":
+            (copy / f.name).write_bytes(f.read_bytes())
+    states = load_file(str(out / "model" / "item_text_states.safetensors"))["states"]
+    save_file({"vectors": states}, str(copy / "item_vectors.safetensors"))  # the old name and key
+    assert torch.equal(Predictor.load(copy).raw_vectors, Predictor.load(out / "model").raw_vectors)
+
+
 @pytest.mark.parametrize("mode", ["end_to_end", "partial"])
 def test_trainable_item_llm_modes(dataset, mode: str) -> None:
     run = load_run_config(None, [*_overrides(mode=mode, epochs=1), "partial_layers=1"])

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ITEM_TEXT_STATES_FILE = "item_text_states.safetensors"
+LEGACY_STATES_FILE = "item_vectors.safetensors"  # the same states, as models exported before the rename hold them
 ITEM_IDS_FILE = "item_ids.json"
 ENCODE_BATCH = 128
 
@@ -182,6 +183,8 @@ class HLLMRecommender:
         states_file = folder / ITEM_TEXT_STATES_FILE
         if states_file.is_file():
             states = load_file(str(states_file))["states"]
+        elif (folder / LEGACY_STATES_FILE).is_file():  # e.g. a champion registered before the rename
+            states = load_file(str(folder / LEGACY_STATES_FILE))["vectors"]
         elif items is not None and tokenizer is not None:
             item_ids = json.loads((folder / ITEM_IDS_FILE).read_text())
             order = items.set_index(items["item_id"].astype(str)).loc[item_ids].reset_index(drop=True)
