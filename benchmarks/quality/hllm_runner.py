@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from protocol import BenchSplit, score_task
+from protocol import BenchSplit, score
 
 from hllm.data.schema import Dataset
 from hllm.training.data import ItemVocab
@@ -63,7 +63,7 @@ HLLM_TRAIN.update(json.loads(os.environ.get("HLLM_TRAIN_OVERRIDES", "{}")))  # f
 def run_hllm(dataset: Dataset, split: BenchSplit, vocab: ItemVocab, budget_minutes: float, out_dir: Path) -> dict:
     """Train HLLM (cached mode) under the budget; score the best-by-validation weights on valid and test."""
     from hllm.config import run_config_from_dict
-    from hllm.predictor import load_task
+    from hllm.models.recommender import load_recommender
     from hllm.training.build import build_task
     from hllm.training.trainer import train
 
@@ -77,8 +77,8 @@ def run_hllm(dataset: Dataset, split: BenchSplit, vocab: ItemVocab, budget_minut
     if budget_minutes:
         config.max_minutes = max(budget_minutes - encode_seconds / 60, 1.0)
     result = train(task, split.train, split.valid, config, out_dir, show_progress=False)
-    best = load_task(out_dir / "model")
-    valid, test = score_task(best, split, MAX_SEQ_LEN)
+    best = load_recommender(out_dir / "model")
+    valid, test = score(best, split, MAX_SEQ_LEN)
     trainable = sum(p.numel() for p in best.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in best.model.parameters())
     return {

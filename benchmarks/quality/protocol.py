@@ -1,7 +1,8 @@
 """The two evaluation splits of the quality benchmark and the code that scores a model on them.
 
 A `BenchSplit` is what every model runner receives: training sequences (item indices), a validation set for
-model selection and a test set, each an `EvalSet` (history masked, full ranking over the catalogue).
+model selection and a test set, each an `EvalSet` (history masked, full ranking over the catalogue). Models are
+scored by `score`, i.e. by the library's one evaluation entry point `hllm.evaluation.evaluate.evaluate`.
 
 - ``loo``: HLLM.md leave-one-out. Train = all but the last two items; valid target = second-to-last item
   (history = train); test target = last item (history = train + valid item).
@@ -20,7 +21,7 @@ import torch
 
 from hllm.data.schema import Dataset
 from hllm.data.splits import LeaveOneOut, cut_at_quantile, leave_one_out, temporal_cut, user_sequences
-from hllm.evaluation.ranking import evaluate_ranking
+from hllm.evaluation.evaluate import evaluate
 from hllm.training.data import EvalSet, ItemVocab, eval_set, train_sequences
 
 KS = (5, 10, 50, 200)
@@ -34,8 +35,7 @@ class BenchSplit:
         name: ``loo`` or ``cold``.
         train: per user, training item indices in chronological order (what a model may learn from).
         valid: validation targets (model selection only).
-        test: test targets.
-        cold_test: (U_test,) bool, True where the test target is a cold item; None when not applicable.
+        test: test targets; ``test.cold`` marks the targets that are cold items.
         info: counts and settings worth reporting.
     """
 
@@ -43,7 +43,6 @@ class BenchSplit:
     train: list[list[int]]
     valid: EvalSet
     test: EvalSet
-    cold_test: torch.Tensor | None = None
     info: dict = field(default_factory=dict)
 
 
@@ -88,12 +87,13 @@ def cold_split(dataset: Dataset, vocab: ItemVocab, cut: int) -> BenchSplit:
         targets=torch.tensor(valid_target, dtype=torch.long),
     )
     events = tc.events
+    cold = torch.tensor(events["cold"].to_numpy(dtype=bool))
     test = EvalSet(
         user_ids=events["user_id"].astype(str).tolist(),
         histories=[vocab.encode(h) for h in events["history"]],
         targets=torch.tensor(vocab.encode(events["target"].tolist()), dtype=torch.long),
+        cold=cold,
     )
-    cold = torch.tensor(events["cold"].to_numpy(dtype=bool))
     info = {
         "cut": int(cut),
         "cut_date": pd.Timestamp(int(cut), unit="s", tz="UTC").strftime("%Y-%m-%d"),
@@ -103,43 +103,19 @@ def cold_split(dataset: Dataset, vocab: ItemVocab, cut: int) -> BenchSplit:
         "test_cold_targets": int(cold.sum()),
         "valid_users": len(valid.user_ids),
     }
-    return BenchSplit(name="cold", train=train, valid=valid, test=test, cold_test=cold, info=info)
+    return BenchSplit(name="cold", train=train, valid=valid, test=test, info=info)
 
 
-def rank_metrics(users: torch.Tensor, items: torch.Tensor, evalset: EvalSet, cold: torch.Tensor | None = None) -> dict:
-    """Full-ranking Recall/NDCG@K of ``users`` (U, D) against ``items`` (N + 1, D); history and padding masked."""
-    return evaluate_ranking(
-        users.float(),
-        items.float(),
-        evalset.targets,
-        evalset.exclusions(),
-        exclude_all=[0],
-        cold_targets=cold,
-        ks=KS,
-    )
-
-
-def score_split(user_fn, items: torch.Tensor, split: BenchSplit, max_len: int) -> tuple[dict, dict]:
-    """Valid and test metrics of a model given as ``user_fn(histories (B, max_len)) -> (B, D)`` and ``items``.
+def score(model, split: BenchSplit, max_len: int, batch_size: int = 1024) -> tuple[dict, dict]:
+    """Valid and test metrics (``cold/...`` too where the test set marks cold targets) of ``model``.
 
     Args:
-        user_fn: maps left-padded history batches to user vectors.
-        items: (N + 1, D) item vectors; row 0 (padding) is never ranked.
+        model: anything `hllm.evaluation.evaluate.evaluate` scores: a trained model (`Recommender`), a task's
+            ``recommender()``, or a `VectorScorer` (item table + function of the history) for the baselines.
         split: the split to score.
-        max_len: history length fed to ``user_fn``.
+        max_len: most recent history items fed to the model.
+        batch_size: users per forward pass.
     """
-    out = []
-    for evalset, cold in ((split.valid, None), (split.test, split.cold_test)):
-        with torch.no_grad():
-            users = torch.cat([user_fn(h) for _, h in evalset.batches(1024, max_len)])
-        out.append(rank_metrics(users, items, evalset, cold))
-    return out[0], out[1]
-
-
-def score_task(task, split: BenchSplit, max_len: int, batch_size: int = 1024) -> tuple[dict, dict]:
-    """Valid and test metrics of a trained `hllm.training.tasks.RecTask` (the trainer's own evaluation)."""
-    from hllm.training.trainer import evaluate_task
-
-    valid = evaluate_task(task, split.valid, max_len, batch_size)
-    test = evaluate_task(task, split.test, max_len, batch_size, cold=split.cold_test)
+    valid = evaluate(model, split.valid, max_len=max_len, batch_size=batch_size, ks=KS)
+    test = evaluate(model, split.test, max_len=max_len, batch_size=batch_size, ks=KS)
     return valid, test

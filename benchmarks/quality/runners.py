@@ -3,7 +3,7 @@
 Every runner has the same signature and result, so a new model is one function plus one registry entry::
 
     def run_mymodel(dataset, split, vocab, budget_minutes, out_dir) -> dict:
-        ...  # train on split.train, select on split.valid, score split.test (see protocol.score_split)
+        ...  # train on split.train, select on split.valid, score split.test (see protocol.score)
         return {"metrics_valid": {...}, "metrics_test": {...}, "train_seconds": 0.0, "params": 0, "config": {...}}
 
     RUNNERS["mymodel"] = run_mymodel
@@ -11,7 +11,7 @@ Every runner has the same signature and result, so a new model is one function p
 ``dataset`` is the validated `hllm.data.schema.Dataset` (items carry the text), ``split`` a
 `protocol.BenchSplit` (``loo`` or ``cold``; the same runner serves both), ``vocab`` the `ItemVocab` (index 0 =
 padding, 1..N = items), ``budget_minutes`` the training wall-clock budget, ``out_dir`` a folder of its own.
-Metrics come from `protocol.score_split` / `protocol.rank_metrics` (full ranking, history masked); on the
+Metrics come from `protocol.score`, the library's evaluation entry point (full ranking, history masked); on the
 ``cold`` split ``metrics_test`` also holds ``cold/...`` keys, the same metrics over targets that are cold items.
 """
 
@@ -25,10 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from protocol import BenchSplit, score_split, score_task
+from protocol import BenchSplit, score
 
 from hllm.data.schema import Dataset
-from hllm.training.data import ItemVocab, item_popularity
+from hllm.evaluation.baselines import popularity_scorer
+from hllm.evaluation.evaluate import VectorScorer
+from hllm.training.data import ItemVocab
 
 logger = logging.getLogger("quality.runners")
 
@@ -54,10 +56,9 @@ TEXT_FIELDS = ("title", "tag", "description")
 def run_popularity(dataset: Dataset, split: BenchSplit, vocab: ItemVocab, budget_minutes: float, out_dir: Path) -> dict:
     """Rank every item by its number of training interactions (the same list for every user, history masked)."""
     started = time.perf_counter()
-    counts = torch.as_tensor(item_popularity(split.train, vocab.num_items), dtype=torch.float32)
-    items = counts.unsqueeze(1)  # (N + 1, 1)
+    scorer = popularity_scorer(split.train, vocab.num_items)
     seconds = time.perf_counter() - started
-    valid, test = score_split(lambda h: torch.ones(h.shape[0], 1), items, split, max_len=1)
+    valid, test = score(scorer, split, max_len=1)
     return {"metrics_valid": valid, "metrics_test": test, "train_seconds": seconds, "params": 0, "config": {}}
 
 
@@ -95,7 +96,7 @@ def run_text(dataset: Dataset, split: BenchSplit, vocab: ItemVocab, budget_minut
     started = time.perf_counter()
     items = text_item_vectors(dataset, vocab)
     seconds = time.perf_counter() - started  # encoding the catalogue; there is no training
-    valid, test = score_split(lambda h: items[h[:, -1]], items, split, max_len=1)
+    valid, test = score(VectorScorer(items, lambda h: items[h[:, -1]]), split, max_len=1)
     config = {"encoder": TEXT_MODEL, "fields": list(TEXT_FIELDS), "user": "last history item", "score": "cosine"}
     return {
         "metrics_valid": valid,
@@ -147,7 +148,7 @@ def run_sasrec(
         )
         result = dataclasses.asdict(trained)
     best = SASRecTask.load(out_dir / "model")
-    valid, test = score_task(best, split, MAX_SEQ_LEN)
+    valid, test = score(best.recommender(), split, MAX_SEQ_LEN)
     return {
         "metrics_valid": valid,
         "metrics_test": test,

@@ -60,17 +60,17 @@ def build_model(n_items: int, out: Path) -> Path:
     """Export a cached-mode HLLM over ``n_items`` items (random 384-d text vectors, like MiniLM's width)."""
     import torch
 
-    from hllm.config import TrainConfig
     from hllm.models import HLLM, HLLMConfig
-    from hllm.training.hllm_task import HLLMTask
+    from hllm.models.recommender import ITEM_IDS_FILE, HLLMRecommender
 
     torch.manual_seed(0)
     config = HLLMConfig(
         item_backbone_config=ITEM_LLM, user_backbone_config=USER_LLM, item_pooling="mean", max_seq_len=50
     )
     ids = ["<pad>", *[f"item{i}" for i in range(n_items)]]
-    cache = torch.cat([torch.zeros(1, 384), torch.randn(n_items, 384)])
-    HLLMTask(HLLM(config), None, ids, TrainConfig(mode="cached"), None, cache=cache).export(out)
+    states = torch.cat([torch.zeros(1, 384), torch.randn(n_items, 384)])
+    HLLMRecommender(HLLM(config), states).save(out)
+    (out / ITEM_IDS_FILE).write_text(json.dumps(ids[1:]))
     (out / "popular_items.json").write_text(json.dumps(ids[1:1001]))
     return out
 

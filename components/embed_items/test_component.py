@@ -16,8 +16,8 @@ from hllm_components.embed_items.component import component
 
 def test_every_catalogue_item_gets_a_vector(prepared, trained) -> None:
     _, _, vectors = trained
-    manifest = json.loads((Path(vectors.path) / "text_vectors.json").read_text())
-    table = load_file(str(Path(vectors.path) / "text_vectors.safetensors"))["vectors"]
+    manifest = json.loads((Path(vectors.path) / "item_text_states.json").read_text())
+    table = load_file(str(Path(vectors.path) / "item_text_states.safetensors"))["states"]
     items = load_dataset(prepared.path).items
     assert manifest["item_ids"] == items["item_id"].tolist() and table.shape == (len(items) + 1, 32)
     assert vectors.metadata["items"] == len(items)
@@ -34,7 +34,7 @@ def test_vectors_of_other_settings_are_refused(prepared, trained) -> None:
         load_item_texts(vectors.path, vocab, item_side_settings(other, vocab))
 
 
-def test_sasrec_needs_no_text_vectors(prepared, tmp_path: Path) -> None:
+def test_sasrec_needs_no_item_text_states(prepared, tmp_path: Path) -> None:
     vectors = artifact(dsl.Artifact, tmp_path / "vectors")
     component.python_func(dataset=prepared, run_config=tiny_run_config(extra=["model=sasrec"]), vectors=vectors)
-    assert "skipped" in vectors.metadata and not (tmp_path / "vectors" / "text_vectors.safetensors").exists()
+    assert "skipped" in vectors.metadata and not (tmp_path / "vectors" / "item_text_states.safetensors").exists()

@@ -1,9 +1,12 @@
-"""Embed a catalogue with a trained Item LLM into an item-vector table, resumably.
+"""Embed a catalogue with a trained HLLM into its item-embedding table, resumably.
 
-The table is written in chunks (``parts/part-00000.parquet``, ...) next to a ``manifest.json`` that pins the
-model, the catalogue fingerprint and the chunk size; a rerun skips the chunks already written, so a job killed
-half-way (preempted pod, lost node) resumes where it stopped. The finished table is ``item_vectors.parquet``
-with columns ``item_id`` and ``vector`` (list of float32), in catalogue order.
+The table holds each item's vector as the User LLM reads it and its outputs are scored against: the Item LLM's
+state after the projection (`hllm.models.recommender.encode_item_states`, the one catalogue encoder), plus the
+learned id vector for items of the model's catalogue when the model has ``item_id_in_target``. It is written in
+chunks (``parts/part-00000.parquet``, ...) next to a ``manifest.json`` that pins the model, the catalogue
+fingerprint and the chunk size; a rerun skips the chunks already written, so a job killed half-way (preempted
+pod, lost node) resumes where it stopped. The finished table is ``item_embeddings.parquet`` with columns
+``item_id`` and ``vector`` (list of float32), in catalogue order.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 from hllm.data.schema import DataError
 
 logger = logging.getLogger(__name__)
-TABLE_FILE = "item_vectors.parquet"
+TABLE_FILE = "item_embeddings.parquet"
 
 
 def _catalogue_fingerprint(items: pd.DataFrame) -> str:
@@ -40,7 +43,7 @@ def embed_items(
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Write the item-vector table of ``items`` under ``out_dir``, resuming a previous partial run.
+    """Write the item-embedding table of ``items`` under ``out_dir``, resuming a previous partial run.
 
     Args:
         model_dir: an exported HLLM folder (``config.json``, ``model.safetensors``, tokenizer).
@@ -54,7 +57,7 @@ def embed_items(
         DataError: ``out_dir`` holds a partial run of another model, catalogue or chunk size.
     """
     from hllm.models import HLLM, load_item_tokenizer
-    from hllm.models.text import tokenize_items
+    from hllm.models.recommender import ITEM_IDS_FILE, HLLMRecommender
 
     model_dir, out = Path(model_dir), Path(out_dir)
     (out / "parts").mkdir(parents=True, exist_ok=True)
@@ -73,20 +76,19 @@ def embed_items(
                 path=out,
             )
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    model = HLLM.from_pretrained(str(model_dir)).eval()
-    tokenizer = load_item_tokenizer(str(model_dir))
+    model = HLLMRecommender(HLLM.from_pretrained(str(model_dir)).eval(), None, load_item_tokenizer(str(model_dir)))
+    ids_file = model_dir / ITEM_IDS_FILE
+    known = json.loads(ids_file.read_text()) if ids_file.is_file() else []
+    rows_of = {item_id: row for row, item_id in enumerate(known, start=1)}  # row -1: no learned id vector
     records = items.to_dict("records")
     num_chunks = (len(records) + chunk_size - 1) // chunk_size
     for chunk in range(num_chunks):
         part = out / "parts" / f"part-{chunk:05d}.parquet"
         rows = records[chunk * chunk_size : (chunk + 1) * chunk_size]
         if not part.exists():
-            vectors = []
-            with torch.no_grad():
-                for start in range(0, len(rows), batch_size):
-                    batch = tokenize_items(rows[start : start + batch_size], tokenizer, model.config)
-                    vectors.append(model.encode_items(batch["input_ids"], batch["attention_mask"]).float())
-            matrix = torch.cat(vectors).numpy().astype(np.float32)
+            ids = torch.tensor([rows_of.get(str(r["item_id"]), -1) for r in rows], dtype=torch.long)
+            vectors = torch.cat([model.encode_texts(rows[s : s + batch_size]) for s in range(0, len(rows), batch_size)])
+            matrix = (vectors + model.id_vectors(ids)).numpy().astype(np.float32)
             table = pa.table({"item_id": [r["item_id"] for r in rows], "vector": list(matrix)})
             tmp = part.with_suffix(".tmp")
             pq.write_table(table, tmp)
@@ -95,5 +97,5 @@ def embed_items(
             progress(min((chunk + 1) * chunk_size, len(records)), len(records))
     table = pa.concat_tables(pq.read_table(out / "parts" / f"part-{c:05d}.parquet") for c in range(num_chunks))
     pq.write_table(table, out / TABLE_FILE)
-    logger.info("wrote %d item vectors to %s", table.num_rows, out / TABLE_FILE)
+    logger.info("wrote %d item embeddings to %s", table.num_rows, out / TABLE_FILE)
     return out / TABLE_FILE

@@ -1,8 +1,9 @@
 """The one Predictor: load a trained model folder -> item vectors -> user vector -> top-k, history excluded.
 
 Batch evaluation (`hllm evaluate`), the HTTP service and the tests all rank through this class, so a model is
-scored the same way everywhere. It wraps the model's `RecTask` (the code the trainer validated with) and the
-catalogue: item ids and their vectors, which can grow at run time (`add_items`: new items from their text).
+scored the same way everywhere. It holds the model, as the small inference interface
+`hllm.models.recommender.Recommender` (HLLM or SASRec, never a training task), and the catalogue: item ids and
+their vectors, which can grow at run time (`upsert_items`: new items from their text).
 """
 
 from __future__ import annotations
@@ -20,31 +21,18 @@ from torch import Tensor
 
 from hllm.data.schema import DataError
 from hllm.index import build_index
+from hllm.models.recommender import ITEM_IDS_FILE, Recommender, load_recommender
 from hllm.training.data import PAD, ItemVocab, left_pad
 
 logger = logging.getLogger(__name__)
 POPULAR_FILE = "popular_items.json"  # training-popularity order, the fallback for users without history
 
 
-def load_task(model_dir: str | Path, items: pd.DataFrame | None = None):
-    """The `RecTask` stored in ``model_dir`` (an ``export`` of the trainer), ready for inference."""
-    folder = Path(model_dir)
-    if (folder / "sasrec_config.json").is_file():
-        from hllm.training.tasks import SASRecTask
-
-        return SASRecTask.load(folder)
-    if (folder / "config.json").is_file():
-        from hllm.training.hllm_task import load_hllm_task
-
-        return load_hllm_task(folder, items)
-    raise DataError("not a model folder: expected config.json (HLLM) or sasrec_config.json (SASRec)", path=folder)
-
-
 class Predictor:
     """Rank a catalogue for user histories with a trained model.
 
     Args:
-        task: the model, as a `RecTask`.
+        model: the trained model (`Recommender`).
         item_ids: catalogue ids; ``item_ids[i]`` is the item of row ``i + 1`` of ``item_vectors``.
         item_vectors: (N + 1, D) raw item vectors, row 0 padding.
         max_len: most recent history items the user model reads; `load` takes it from the saved model.
@@ -54,7 +42,7 @@ class Predictor:
 
     def __init__(
         self,
-        task,
+        model: Recommender,
         item_ids: Sequence[str],
         item_vectors: Tensor,
         max_len: int,
@@ -63,7 +51,7 @@ class Predictor:
     ) -> None:
         if len(item_ids) + 1 != len(item_vectors):
             raise ValueError(f"{len(item_ids)} item ids for {len(item_vectors) - 1} item vectors")
-        self.task = task
+        self.model = model
         self.item_ids = list(item_ids)
         self.index = ItemVocab(["<pad>", *self.item_ids]).index  # id -> row of item_vectors
         self.max_len = max_len
@@ -73,29 +61,34 @@ class Predictor:
         self._set_vectors(item_vectors)
 
     def _scoring(self, raw: Tensor) -> Tensor:
-        return F.normalize(raw.float(), dim=-1) if self.task.similarity == "cosine" else raw.float()
+        return F.normalize(raw.float(), dim=-1) if self.model.similarity == "cosine" else raw.float()
 
     def _set_vectors(self, vectors: Tensor) -> None:
-        self.raw_vectors = vectors.float()
+        self.raw_vectors = vectors.detach().float()
         self.scoring_vectors = self._scoring(self.raw_vectors)
         self.ann = build_index(self.scoring_vectors, self.index_kind)
 
     @classmethod
     def load(cls, model_dir: str | Path, items: pd.DataFrame | None = None, index_kind: str = "exact") -> Predictor:
-        """Load ``model_dir``; HLLM item vectors come from its ``item_vectors.safetensors`` or from ``items``.
+        """Load ``model_dir``; HLLM item vectors come from its ``item_text_states.safetensors`` or from ``items``.
 
         The history length is the one the model was trained with (its config's ``max_seq_len``).
         """
         folder = Path(model_dir)
-        task = load_task(folder, items)
-        ids_file = folder / "item_ids.json"
+        if not (folder / "config.json").is_file() and not (folder / "sasrec_config.json").is_file():
+            raise DataError(
+                "not a model folder: expected config.json (HLLM) or sasrec_config.json (SASRec)", path=folder
+            )
+        ids_file = folder / ITEM_IDS_FILE
         if not ids_file.is_file():
-            raise DataError("missing item_ids.json: the catalogue of this model is unknown", path=folder)
+            raise DataError(f"missing {ITEM_IDS_FILE}: the catalogue of this model is unknown", path=folder)
+        model = load_recommender(folder, items)
         item_ids = json.loads(ids_file.read_text())
         popular_file = folder / POPULAR_FILE
         popular = json.loads(popular_file.read_text()) if popular_file.is_file() else None
-        max_len = task.model.config.max_seq_len
-        return cls(task, item_ids, task.item_vectors(), max_len=max_len, popular=popular, index_kind=index_kind)
+        with torch.no_grad():
+            vectors = model.item_vectors()
+        return cls(model, item_ids, vectors, max_len=model.max_seq_len, popular=popular, index_kind=index_kind)
 
     def encode_histories(self, histories: Sequence[Sequence[str]]) -> list[list[int]]:
         """Item ids -> indices; ids outside the catalogue are named in the error."""
@@ -107,13 +100,12 @@ class Predictor:
     @torch.no_grad()
     def user_vectors(self, histories: Sequence[Sequence[int]], batch_size: int = 256) -> Tensor:
         """(U, D) scoring-space user vectors for histories of item indices (most recent ``max_len`` used)."""
-        self.task.model.eval()
         out = []
         for start in range(0, len(histories), batch_size):
             padded = left_pad(histories[start : start + batch_size] or [[PAD]], self.max_len)
-            out.append(self.task.user_vectors(padded, self.raw_vectors).float())
+            out.append(self.model.user_vectors(padded, self.raw_vectors).float())
         users = torch.cat(out)
-        return F.normalize(users, dim=-1) if self.task.similarity == "cosine" else users
+        return F.normalize(users, dim=-1) if self.model.similarity == "cosine" else users
 
     def recommend(
         self, histories: Sequence[Sequence[str]], k: int = 10, exclude_seen: bool = True
@@ -154,16 +146,7 @@ class Predictor:
 
     def encode_texts(self, items: Sequence[Mapping]) -> Tensor:
         """(M, D) raw vectors of items from their text alone (no id vector: the Item LLM + projection)."""
-        model = self.task.model
-        tokenizer = getattr(self.task, "tokenizer", None)
-        if tokenizer is None or not hasattr(model, "encode_items"):
-            raise ValueError("this model has no Item LLM (an ID model): items cannot be embedded from text")
-        from hllm.models.text import tokenize_items
-
-        model.eval()
-        with torch.no_grad():
-            batch = tokenize_items(list(items), tokenizer, model.config)
-            return model.encode_items(batch["input_ids"], batch["attention_mask"]).float()
+        return self.model.encode_texts(items)
 
     def upsert_items(self, items: Sequence[Mapping]) -> tuple[int, int]:
         """Embed ``items`` (``item_id`` + text fields) from their text; add new ids, replace known ones.
@@ -171,8 +154,8 @@ class Predictor:
         New items are recommendable at once (cold start). A known item keeps its learned id vector and gets the
         text part of its new text. Returns ``(added, updated)``.
         """
-        config = getattr(self.task.model, "config", None)
-        if config is not None and config.use_item_id_embedding and not config.item_id_in_target:
+        config = getattr(self.model, "config", None)
+        if getattr(config, "use_item_id_embedding", False) and not config.item_id_in_target:
             raise ValueError("upsert needs item_id_in_target (or no id embedding): new items have no input id")
         ids = [str(item["item_id"]) for item in items]
         if len(set(ids)) != len(ids):
@@ -185,7 +168,7 @@ class Predictor:
             raw = self.raw_vectors.clone()
             if known:
                 rows = torch.tensor([self.index[ids[j]] for j in known])
-                raw[rows] = text[known] + self._id_vectors(rows)
+                raw[rows] = text[known] + self.model.id_vectors(rows).float()
             if fresh:
                 raw = torch.cat([raw, text[fresh]])
             # Vectors and index first (rows beyond item_ids are never returned), then the ids that name them.
@@ -199,13 +182,3 @@ class Predictor:
                 self.item_ids.append(ids[j])
                 self.index[ids[j]] = len(self.item_ids)
         return len(fresh), len(known)
-
-    def _id_vectors(self, rows: Tensor) -> Tensor:
-        model = self.task.model
-        if getattr(model.config, "item_id_in_target", False) and model.item_id_embedding is not None:
-            in_table = rows < model.item_id_embedding.num_embeddings
-            with torch.no_grad():
-                out = torch.zeros(len(rows), self.raw_vectors.shape[1])
-                out[in_table] = model.item_id_embedding(rows[in_table]).float()
-            return out
-        return torch.zeros(len(rows), self.raw_vectors.shape[1])

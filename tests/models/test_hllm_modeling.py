@@ -230,7 +230,7 @@ def test_item_id_and_timestamp_embeddings_are_added(make_config) -> None:
         other_ids = model.forward_user(vectors, mask, item_ids=torch.tensor([[1, 2, 3, 9]]), timestamps=times)
     assert torch.equal(other_ids[:, :3], base[:, :3]) and not torch.equal(other_ids[:, 3], base[:, 3])
     batch = _training_batch()
-    batch["item_ids"] = batch["seq_index"]
+    batch["item_ids"] = torch.arange(8)  # catalogue id of each distinct item
     batch["timestamps"] = torch.arange(10).view(2, 5) * 100
     assert torch.isfinite(model(**batch).loss)
 

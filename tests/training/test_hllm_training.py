@@ -92,7 +92,7 @@ def trained(dataset, tmp_path_factory, drawn_negatives):
 def test_cached_training_exports_a_loadable_model(trained) -> None:
     out, result = trained
     assert result.epochs_run == 2 and result.best_metrics["count"] == 60
-    for name in ("config.json", "model.safetensors", "item_ids.json", "item_vectors.safetensors", "tokenizer.json"):
+    for name in ("config.json", "model.safetensors", "item_ids.json", "item_text_states.safetensors", "tokenizer.json"):
         assert (out / "model" / name).is_file(), name
     assert not list((out / "model").glob("*.bin")) and not list((out / "model").glob("*.pt"))
 
@@ -127,11 +127,25 @@ def test_predictor_computes_vectors_when_none_are_stored(trained, dataset, tmp_p
     copy = tmp_path / "model"
     copy.mkdir()
     for f in (out / "model").iterdir():
-        if f.name != "item_vectors.safetensors":
+        if f.name != "item_text_states.safetensors":
             (copy / f.name).write_bytes(f.read_bytes())
     stored = Predictor.load(out / "model")
     computed = Predictor.load(copy, dataset.items)
     assert torch.allclose(stored.raw_vectors, computed.raw_vectors, atol=1e-5)
+
+
+def test_a_model_exported_before_the_artifact_rename_still_loads(trained, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    out, _ = trained
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for f in (out / "model").iterdir():
+        if f.name != "item_text_states.safetensors":
+            (copy / f.name).write_bytes(f.read_bytes())
+    states = load_file(str(out / "model" / "item_text_states.safetensors"))["states"]
+    save_file({"vectors": states}, str(copy / "item_vectors.safetensors"))  # the old name and key
+    assert torch.equal(Predictor.load(copy).raw_vectors, Predictor.load(out / "model").raw_vectors)
 
 
 @pytest.mark.parametrize("mode", ["end_to_end", "partial"])
@@ -213,12 +227,15 @@ def test_item_id_in_target_round_trips_through_the_predictor(dataset, tmp_path: 
     overrides = [*_overrides(epochs=1), "hllm.use_item_id_embedding=true", "hllm.item_id_in_target=true"]
     result = run_training(dataset, load_run_config(None, overrides), tmp_path, progress=False)
     predictor = Predictor.load(tmp_path / "model")
-    # the scored vectors are text vector + id vector, so they differ from the stored Item LLM vectors
-    assert not torch.allclose(predictor.raw_vectors, predictor.task.cache)
+    # the scored vectors are text vector + id vector: they differ from the projected Item-LLM states alone
+    model = predictor.model.model
+    with torch.no_grad():
+        text_only = model.item_llm.proj(predictor.model.item_states)
+    assert not torch.allclose(predictor.raw_vectors[1:], text_only[1:], atol=1e-4)
+    ids_part = predictor.model.id_vectors(torch.arange(1, 49))
+    assert torch.allclose(predictor.raw_vectors[1:], text_only[1:] + ids_part, atol=1e-5)
     metrics = evaluate_dataset(predictor, dataset)["valid"]
     assert metrics["ndcg@10"] == pytest.approx(result.best_metrics["ndcg@10"], abs=1e-5)
-    with pytest.raises(ValueError, match="cached mode only"):
-        build_task(load_run_config(None, [*overrides, "mode=end_to_end"]), dataset, ItemVocab.from_items(dataset.items))
 
 
 def test_negatives_come_from_training_items_only(trained, drawn_negatives, dataset) -> None:
@@ -241,13 +258,15 @@ def test_item_id_dropout_only_in_training(dataset) -> None:
     task = build_task(load_run_config(None, overrides), dataset, ItemVocab.from_items(dataset.items))
     torch.nn.init.normal_(task.model.item_id_embedding.weight, std=1.0)
     ids = torch.arange(1, 49).repeat(20)  # (960,)
-    pooled = torch.zeros(len(ids), task.cache.shape[1])
-    task.model.train()
-    text_only = task.model.item_llm.proj(pooled)
-    dropped = (task._represent(pooled, ids) - text_only).abs().sum(dim=-1) == 0
+    pooled = torch.zeros(len(ids), task.item_states.shape[1])
+    model = task.model
+    model.train()
+    text_only = model.item_llm.proj(pooled)
+    dropped = (model.item_vectors_from_states(pooled, ids, 0.5) - text_only).abs().sum(dim=-1) == 0
     assert 0.35 < dropped.float().mean() < 0.65  # about half the id vectors are dropped
-    task.model.eval()
-    assert torch.equal(task._represent(pooled, ids), task._represent(pooled, ids))
-    assert not ((task._represent(pooled, ids) - text_only).abs().sum(dim=-1) == 0).any()
+    model.eval()
+    evaluated = model.item_vectors_from_states(pooled, ids, 0.5)
+    assert torch.equal(evaluated, model.item_vectors_from_states(pooled, ids, 0.5))
+    assert not ((evaluated - text_only).abs().sum(dim=-1) == 0).any()
     with pytest.raises(ValueError, match=r"item_id_dropout=1\.0"):
         load_run_config(None, ["item_id_dropout=1.0"])

@@ -49,7 +49,7 @@ def test_upserting_a_known_item_keeps_its_id_vector(model_dir: Path) -> None:
     known = predictor.item_ids[3]
     row = predictor.index[known]
     text = predictor.encode_texts([{"item_id": known, "title": "renamed"}])[0]
-    id_part = predictor.task.model.item_id_embedding.weight[row].detach()
+    id_part = predictor.model.model.item_id_embedding.weight[row].detach()
     assert predictor.upsert_items([{"item_id": known, "title": "renamed"}]) == (0, 1)
     assert torch.allclose(predictor.raw_vectors[row], text + id_part, atol=1e-5)
     assert len(predictor.item_ids) == len(Predictor.load(model_dir).item_ids)

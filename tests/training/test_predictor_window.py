@@ -63,8 +63,8 @@ def test_exactly_the_last_window_items_are_read(model_dir: Path) -> None:
     history = predictor.item_ids[:20]  # (20,) ids, longer than the window
     spare = predictor.item_ids[30]  # in no history below before it is swapped in
     reads = []
-    model_user_vectors = predictor.task.user_vectors
-    predictor.task.user_vectors = lambda h, v: reads.append(h.clone()) or model_user_vectors(h, v)
+    model_user_vectors = predictor.model.user_vectors
+    predictor.model.user_vectors = lambda h, v: reads.append(h.clone()) or model_user_vectors(h, v)
 
     def scores(items: list[str]) -> torch.Tensor:
         return torch.tensor([s for _, s in predictor.recommend([items], k=10, exclude_seen=False)[0]])

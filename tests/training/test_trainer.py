@@ -14,10 +14,11 @@ import torch
 from hllm.config import TrainConfig, deepspeed_config
 from hllm.data.splits import leave_one_out
 from hllm.data.synth import SynthConfig, generate
+from hllm.evaluation.evaluate import evaluate
 from hllm.models.sasrec import SASRecConfig
 from hllm.training.data import ItemVocab, eval_set, train_sequences
 from hllm.training.tasks import SASRecTask
-from hllm.training.trainer import evaluate_task, train
+from hllm.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,7 +51,7 @@ def test_train_writes_artifacts_and_best_model(tiny, tmp_path: Path) -> None:
     assert result.best_epoch == best["epoch"]
     # The exported model is the best one: re-evaluating it reproduces the best validation metrics.
     reloaded = SASRecTask.load(tmp_path / "model")
-    again = evaluate_task(reloaded, eval_set(split, vocab, "valid"), 12, 64)
+    again = evaluate(reloaded.recommender(), eval_set(split, vocab, "valid"), max_len=12, batch_size=64)
     assert again["ndcg@10"] == pytest.approx(best["ndcg@10"], abs=1e-6)
     ds = json.loads((tmp_path / "deepspeed_config.json").read_text())
     assert ds == deepspeed_config(config, total_steps=15, bf16=False)
@@ -59,7 +60,7 @@ def test_train_writes_artifacts_and_best_model(tiny, tmp_path: Path) -> None:
 def test_training_beats_an_untrained_model(tiny, tmp_path: Path) -> None:
     split, vocab = tiny
     valid = eval_set(split, vocab, "valid")
-    before = evaluate_task(_task(vocab), valid, 12, 64)["recall@10"]
+    before = evaluate(_task(vocab).recommender(), valid, max_len=12, batch_size=64)["recall@10"]
     config = TrainConfig(model="sasrec", epochs=8, batch_size=16, lr=1e-2, max_seq_len=12, select_metric="recall@10")
     result = train(_task(vocab), train_sequences(split, vocab), valid, config, tmp_path, show_progress=False)
     assert result.best_metrics["recall@10"] > before + 0.05

@@ -1,4 +1,4 @@
-"""HLLM model core: config, item text, Item/User LLMs and the generative InfoNCE loss.
+"""HLLM model core: config, item text, Item/User LLMs, the generative InfoNCE loss and the inference interface.
 
 Names are imported lazily so that ``import hllm.models.<module>`` (e.g. the SASRec baseline) does not pay for
 transformers.
@@ -20,6 +20,11 @@ _EXPORTS = {
     "ItemLLM": "modeling_hllm",
     "UserLLM": "modeling_hllm",
     "default_backbone_path": "modeling_hllm",
+    "HLLMRecommender": "recommender",
+    "Recommender": "recommender",
+    "catalogue_states": "recommender",
+    "encode_item_states": "recommender",
+    "load_recommender": "recommender",
     "build_item_text": "text",
     "load_item_tokenizer": "text",
     "pad_item_tokens": "text",

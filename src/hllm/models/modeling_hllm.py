@@ -368,8 +368,8 @@ class HLLM(PreTrainedModel):
             ValueError: when an auxiliary input the config asks for is missing.
         """
         inputs = item_vectors  # (B, L, D)
-        # With item_id_in_target the id vector is part of the item vector already (added by the caller, who
-        # scores against the same sum), so it is not added a second time here.
+        # With item_id_in_target the id vector is part of the item vector already (item_vectors_from_states,
+        # whose sum outputs are scored against), so it is not added a second time here.
         if self.item_id_embedding is not None and not self.config.item_id_in_target:
             if item_ids is None:
                 raise ValueError("use_item_id_embedding is on: forward_user needs item_ids")
@@ -381,42 +381,86 @@ class HLLM(PreTrainedModel):
             inputs = inputs + self.timestamp_embedding(buckets)
         return self.user_llm(inputs, attention_mask)
 
+    def item_vectors_from_states(
+        self, states: torch.Tensor, item_ids: torch.Tensor | None = None, item_id_dropout: float = 0.0
+    ) -> torch.Tensor:
+        """Item vectors as the User LLM reads them and its outputs are scored against, from backbone states.
+
+        ``proj(states)``, plus the item's id vector when ``item_id_in_target`` (item = text vector + id vector).
+        Every mode computes its item vectors here: ``cached`` from precomputed states, the others from
+        :meth:`ItemLLM.pooled` of the step's items.
+
+        Args:
+            states: ``(..., H)`` Item-LLM backbone states (before the projection), e.g. rows of a cache.
+            item_ids: ``(...)`` catalogue ids of the rows; required when ``item_id_in_target``.
+            item_id_dropout: in training, drop each row's id vector with this probability, so that the model
+                also learns to score items by their text alone (cold items have untrained id vectors).
+
+        Returns:
+            ``(..., D)``.
+        """
+        vectors = self.item_llm.proj(states.to(self.dtype))  # (..., D)
+        if not self.config.item_id_in_target:
+            return vectors
+        if item_ids is None:
+            raise ValueError("item_id_in_target is on: item_vectors_from_states needs item_ids")
+        id_vectors = self.item_id_embedding(item_ids)  # (..., D)
+        if self.training and item_id_dropout > 0:
+            keep = torch.rand(item_ids.shape, device=item_ids.device) >= item_id_dropout
+            id_vectors = id_vectors * keep.unsqueeze(-1).to(id_vectors.dtype)
+        return vectors + id_vectors
+
     def forward(
         self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *,
         seq_index: torch.Tensor,
         seq_mask: torch.Tensor,
         neg_index: torch.Tensor,
+        item_states: torch.Tensor | None = None,
         item_ids: torch.Tensor | None = None,
         timestamps: torch.Tensor | None = None,
+        item_id_dropout: float = 0.0,
         top_k: int = DEFAULT_TOP_K,
     ) -> HLLMOutput:
-        """One training step's loss, end to end through the Item LLM (inputs, positives and negatives).
+        """One training step's loss, in every training mode.
 
-        Every distinct item of the step (history items and negatives) is tokenized once and encoded once.
+        The step's distinct items (history items, targets and negatives) come once each, either as tokens
+        (``input_ids``/``attention_mask``: through the Item LLM, so gradients reach it: ``end_to_end``,
+        ``partial``) or as their precomputed backbone states (``item_states``: ``cached``, the Item LLM frozen).
+        Both give the same loss when the Item LLM is frozen (tests/models/test_hllm_parity.py).
 
         Args:
             input_ids: ``(N, T)`` token ids of the step's distinct items, right-padded.
             attention_mask: ``(N, T)``.
-            seq_index: ``(B, L+1)`` row of ``input_ids`` for each item of each user's window, left-padded (any
-                valid row under padding).
+            seq_index: ``(B, L+1)`` row of the distinct items for each item of each user's window, left-padded
+                (any valid row under padding).
             seq_mask: ``(B, L+1)``, 1 on real items.
-            neg_index: ``(M,)`` rows of ``input_ids`` that are this rank's negatives.
-            item_ids: ``(B, L+1)`` catalogue ids, for the optional item-id embedding.
+            neg_index: ``(M,)`` rows of the distinct items that are this rank's negatives.
+            item_states: ``(N, H)`` backbone states of the distinct items, instead of ``input_ids``.
+            item_ids: ``(N,)`` catalogue id of each distinct item, for the optional item-id embedding.
             timestamps: ``(B, L+1)`` unix seconds, for the optional timestamp embedding.
+            item_id_dropout: see :meth:`item_vectors_from_states`.
             top_k: k of the reported top-k accuracy.
 
         Returns:
             :class:`HLLMOutput` with the loss and the statistics of :func:`~hllm.models.loss.generative_infonce`.
+
+        Raises:
+            ValueError: when neither or both of ``input_ids`` and ``item_states`` are given.
         """
-        vectors = self.encode_items(input_ids, attention_mask)  # (N, D)
+        if (input_ids is None) == (item_states is None):
+            raise ValueError("HLLM.forward needs either input_ids (+ attention_mask) or item_states, not both")
+        if item_states is None:
+            item_states = self.item_llm.pooled(input_ids, attention_mask)  # (N, H)
+        vectors = self.item_vectors_from_states(item_states, item_ids, item_id_dropout)  # (N, D)
         sequence = vectors[seq_index]  # (B, L+1, D)
         history_mask = seq_mask[:, :-1]  # (B, L)
         user_outputs = self.forward_user(
             sequence[:, :-1],
             history_mask,
-            item_ids=None if item_ids is None else item_ids[:, :-1],
+            item_ids=None if item_ids is None else item_ids[seq_index][:, :-1],
             timestamps=None if timestamps is None else timestamps[:, :-1],
         )
         # Output i is scored only when item i and its target i+1 are both real.

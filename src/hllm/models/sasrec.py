@@ -12,8 +12,10 @@ and later studies (e.g. Klenitskiy & Vasilev, RecSys 2023) compare against. No t
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,7 @@ from torch import Tensor, nn
 logger = logging.getLogger(__name__)
 
 PADDING_INDEX = 0
+CONFIG_FILE = "sasrec_config.json"
 
 
 @dataclass
@@ -114,9 +117,13 @@ class SASRecBlock(nn.Module):
 class SASRec(nn.Module):
     """Causal transformer over item-ID sequences; shared input/output item embedding.
 
+    Implements `hllm.models.recommender.Recommender` (the Predictor's interface): scores are dot products.
+
     Args:
         config: the architecture.
     """
+
+    similarity = "dot"
 
     def __init__(self, config: SASRecConfig) -> None:
         if config.num_items < 1:
@@ -205,11 +212,12 @@ class SASRec(nn.Module):
         logits = selected @ self.item_embedding.weight[1:].T  # (M, num_items); column j is item j + 1
         return F.cross_entropy(logits, targets[keep] - 1)
 
-    def user_vectors(self, item_seq: Tensor) -> Tensor:
+    def user_vectors(self, item_seq: Tensor, item_vectors: Tensor | None = None) -> Tensor:
         """User representations for ranking: the output at the last (most recent) position.
 
         Args:
             item_seq: (B, L) int64 item indices, left-padded with 0.
+            item_vectors: unused (the item table is the model's own); part of `hllm.models.Recommender`.
 
         Returns:
             (B, H), to be scored against :meth:`item_vectors` by dot product.
@@ -219,6 +227,37 @@ class SASRec(nn.Module):
     def item_vectors(self) -> Tensor:
         """The shared item embedding table, (num_items + 1, H); row 0 is padding and must be masked."""
         return self.item_embedding.weight
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.config.max_seq_len
+
+    def encode_texts(self, items) -> Tensor:
+        raise ValueError("this model has no Item LLM (an ID model): items cannot be embedded from text")
+
+    def id_vectors(self, rows: Tensor) -> Tensor:
+        """Rows of the item table (an ID model's item vector is its id vector)."""
+        return self.item_embedding.weight[rows]
+
+    def save(self, folder: str | Path) -> None:
+        """``model.safetensors`` and ``sasrec_config.json`` in ``folder``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().float().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(folder / "model.safetensors"))
+        (folder / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> SASRec:
+        """The model saved by :meth:`save`, in eval mode."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        model = cls(SASRecConfig(**json.loads((folder / CONFIG_FILE).read_text())))
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        return model.eval()
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""

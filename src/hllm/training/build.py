@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from hllm.config import RunConfig, TrainConfig, load_run_config
+from hllm.config import RunConfig, load_run_config
 from hllm.data.schema import Dataset
 from hllm.data.splits import leave_one_out
 from hllm.training.data import ItemVocab, eval_set, item_popularity, train_sequences
@@ -53,27 +53,26 @@ def build_task(run: RunConfig, dataset: Dataset, vocab: ItemVocab, text_vectors:
     """The `RecTask` for ``run.train.model`` over ``dataset``'s catalogue.
 
     Args:
-        text_vectors: a folder written by `encode_item_texts` (cached HLLM only): its vectors are used instead
-            of encoding the catalogue again; they must come from the same catalogue and Item-LLM settings.
+        text_vectors: a folder written by `encode_item_texts` (cached HLLM only): its item text states are used
+            instead of encoding the catalogue again; they must come from the same catalogue and Item-LLM settings.
     """
     if run.train.model == "sasrec":
         from hllm.training.tasks import SASRecTask
 
         return SASRecTask(dataclasses.replace(run.sasrec, num_items=vocab.num_items), vocab.ids)
     from hllm.models import HLLM, load_item_tokenizer
-    from hllm.training.hllm_task import HLLMTask, catalogue_tokens
+    from hllm.training.hllm_task import HLLMTask
 
     model = HLLM(hllm_model_config(run, vocab))
     tokenizer = load_item_tokenizer(_tokenizer_folder(run))
     model.set_gradient_checkpointing(run.train.gradient_checkpointing)
-    cache = None
+    states = None
     if text_vectors is not None:
         if run.train.mode == "cached":
-            cache = load_item_texts(text_vectors, vocab, item_side_settings(run))
+            states = load_item_texts(text_vectors, vocab, item_side_settings(run))
         else:
-            logger.info("%s mode trains the Item LLM: precomputed text vectors are not used", run.train.mode)
-    tokens = catalogue_tokens(dataset.items, tokenizer, model)
-    return HLLMTask(model, tokens, vocab.ids, run.train, tokenizer, cache=cache)
+            logger.info("%s mode trains the Item LLM: precomputed item text states are not used", run.train.mode)
+    return HLLMTask(model, tokenizer, dataset.items, vocab.ids, run.train, item_states=states)
 
 
 def _tokenizer_folder(run: RunConfig) -> str:
@@ -83,62 +82,64 @@ def _tokenizer_folder(run: RunConfig) -> str:
     return run.hllm.item_backbone or default_backbone_path()
 
 
-TEXT_VECTORS_FILE = "text_vectors.safetensors"
-TEXT_MANIFEST_FILE = "text_vectors.json"
+TEXT_STATES_MANIFEST_FILE = "item_text_states.json"
 
 
 def encode_item_texts(run: RunConfig, dataset: Dataset, out_dir: str | Path, *, show_progress: bool = False) -> Path:
-    """Encode every catalogue item with the (frozen) Item LLM of ``run``; the vectors cached training reads.
+    """Encode every catalogue item with the (frozen) Item LLM of ``run``; the states cached training reads.
 
-    Writes ``text_vectors.safetensors`` ((N + 1, H) backbone vectors, row 0 padding) and ``text_vectors.json``
-    (item ids in row order and the Item-LLM settings), and returns the folder.
+    Writes ``item_text_states.safetensors`` ((N + 1, H) backbone states before the projection, row 0 padding)
+    and ``item_text_states.json`` (item ids in row order and the Item-LLM settings), and returns the folder.
     """
-    import torch
     from safetensors.torch import save_file
+    from tqdm.auto import tqdm
 
     from hllm.models import HLLM, load_item_tokenizer
-    from hllm.training.hllm_task import HLLMTask, catalogue_tokens
+    from hllm.models.recommender import ITEM_TEXT_STATES_FILE, catalogue_states
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     vocab = ItemVocab.from_items(dataset.items)
     if run.train.model != "hllm":
-        (out / TEXT_MANIFEST_FILE).write_text(json.dumps({"skipped": f"model {run.train.model} reads no text"}))
+        manifest = {"skipped": f"model {run.train.model} reads no text"}
+        (out / TEXT_STATES_MANIFEST_FILE).write_text(json.dumps(manifest))
         return out
     model = HLLM(hllm_model_config(run, vocab))
     tokenizer = load_item_tokenizer(_tokenizer_folder(run))
-    tokens = catalogue_tokens(dataset.items, tokenizer, model)
-    # A placeholder cache keeps the constructor from encoding; encode_catalogue below does it (with progress).
-    encoder = HLLMTask(model, tokens, vocab.ids, TrainConfig(mode="cached"), tokenizer, cache=torch.zeros(1, 1))
-    vectors = encoder.encode_catalogue(show_progress=show_progress)
-    save_file({"vectors": vectors.contiguous()}, str(out / TEXT_VECTORS_FILE))
-    manifest = {"item_ids": vocab.ids[1:], "settings": item_side_settings(run), "dim": int(vectors.shape[1])}
-    (out / TEXT_MANIFEST_FILE).write_text(json.dumps(manifest) + "\n")
-    logger.info("encoded %d items (%d-dim) to %s", len(vocab.ids) - 1, vectors.shape[1], out)
+    with tqdm(total=vocab.num_items, desc="embed items", disable=not show_progress) as bar:
+        states = catalogue_states(
+            model, tokenizer, dataset.items.to_dict("records"), progress=lambda done, _: bar.update(done - bar.n)
+        )
+    save_file({"states": states.contiguous()}, str(out / ITEM_TEXT_STATES_FILE))
+    manifest = {"item_ids": vocab.ids[1:], "settings": item_side_settings(run), "dim": int(states.shape[1])}
+    (out / TEXT_STATES_MANIFEST_FILE).write_text(json.dumps(manifest) + "\n")
+    logger.info("encoded %d items (%d-dim) to %s", vocab.num_items, states.shape[1], out)
     return out
 
 
 def load_item_texts(folder: str | Path, vocab: ItemVocab, settings: dict[str, Any]):
-    """The vectors of `encode_item_texts`, checked against this catalogue and these Item-LLM settings."""
+    """The states of `encode_item_texts`, checked against this catalogue and these Item-LLM settings."""
     from safetensors.torch import load_file
 
+    from hllm.models.recommender import ITEM_TEXT_STATES_FILE
+
     folder = Path(folder)
-    if not (folder / TEXT_MANIFEST_FILE).is_file():
-        raise ValueError(f"{folder}: missing {TEXT_MANIFEST_FILE}; expected the output of encode_item_texts")
-    manifest = json.loads((folder / TEXT_MANIFEST_FILE).read_text())
+    if not (folder / TEXT_STATES_MANIFEST_FILE).is_file():
+        raise ValueError(f"{folder}: missing {TEXT_STATES_MANIFEST_FILE}; expected the output of encode_item_texts")
+    manifest = json.loads((folder / TEXT_STATES_MANIFEST_FILE).read_text())
     if "skipped" in manifest:
-        raise ValueError(f"{folder}: holds no text vectors ({manifest['skipped']})")
-    if not (folder / TEXT_VECTORS_FILE).is_file():
-        raise ValueError(f"{folder}: missing {TEXT_VECTORS_FILE}; the embed step did not finish")
+        raise ValueError(f"{folder}: holds no item text states ({manifest['skipped']})")
+    if not (folder / ITEM_TEXT_STATES_FILE).is_file():
+        raise ValueError(f"{folder}: missing {ITEM_TEXT_STATES_FILE}; the embed step did not finish")
     if manifest["item_ids"] != vocab.ids[1:]:
-        raise ValueError(f"{folder}: the text vectors were computed for another catalogue (item ids differ)")
+        raise ValueError(f"{folder}: the item text states were computed for another catalogue (item ids differ)")
     if manifest["settings"] != settings:
         changed = sorted(k for k in settings if manifest["settings"].get(k) != settings[k])
-        raise ValueError(f"{folder}: text vectors were computed with other Item-LLM settings: {changed}")
-    vectors = load_file(str(folder / TEXT_VECTORS_FILE))["vectors"]
-    if vectors.shape[0] != len(vocab.ids):
-        raise ValueError(f"{folder}: {vectors.shape[0]} vector rows for {len(vocab.ids)} catalogue rows")
-    return vectors
+        raise ValueError(f"{folder}: item text states were computed with other Item-LLM settings: {changed}")
+    states = load_file(str(folder / ITEM_TEXT_STATES_FILE))["states"]
+    if states.shape[0] != len(vocab.ids):
+        raise ValueError(f"{folder}: {states.shape[0]} state rows for {len(vocab.ids)} catalogue rows")
+    return states
 
 
 def run_training(

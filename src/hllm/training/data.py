@@ -143,11 +143,13 @@ class LengthBatches(torch.utils.data.Sampler):
 
 @dataclass
 class EvalSet:
-    """One evaluation split: per user, history indices (all of them, for masking), and the target."""
+    """One evaluation split: per user, history indices (all of them, for masking), the target, and whether the
+    target is cold (an item the model never saw in training; None when the split does not say)."""
 
     user_ids: list[str]
     histories: list[list[int]]
     targets: torch.Tensor  # (U,)
+    cold: torch.Tensor | None = None  # (U,) bool
 
     def batches(self, batch_size: int, max_len: int) -> Iterator[tuple[slice, torch.Tensor]]:
         """(slice of users, (B, max_len) left-padded recent histories)."""
@@ -161,12 +163,17 @@ class EvalSet:
 
 
 def eval_set(split: LeaveOneOut, vocab: ItemVocab, which: str) -> EvalSet:
-    """The ``valid`` or ``test`` targets of a leave-one-out split as an `EvalSet`."""
+    """The ``valid`` or ``test`` targets of a leave-one-out split as an `EvalSet`.
+
+    A target is cold when it occurs in no training sequence (an item the model can know only from its text).
+    """
     frame = split.targets(which)
+    seen_in_training = {item for seq in split.users["train"] for item in seq}
     return EvalSet(
         user_ids=frame["user_id"].tolist(),
         histories=[vocab.encode(h) for h in frame["history"]],
         targets=torch.tensor(vocab.encode(frame["target"].tolist()), dtype=torch.long),
+        cold=torch.tensor([t not in seen_in_training for t in frame["target"]], dtype=torch.bool),
     )
 
 

@@ -1,13 +1,16 @@
-"""HLLM as a `RecTask`: the three training modes over one `hllm.models.HLLM`.
+"""HLLM as a `RecTask`: batching and freezing for the three training modes over one `hllm.models.HLLM`.
 
-- ``cached``: the Item LLM is frozen and the whole catalogue is encoded once; each step runs only the User LLM
-  over cached item vectors (the serving recipe; HLLM.md "HLLM-1B_cache"). The sensible CPU default.
-- ``end_to_end``: both LLMs train; each step encodes its distinct items (histories, targets and the negative
-  pool) once through the Item LLM, so gradients reach it through inputs, positives and negatives (the paper).
+The model owns its item representation and its loss in every mode (`HLLM.forward`, `HLLM.item_vectors_from_states`);
+this adapter only decides what the model is fed and what trains:
+
+- ``cached``: the Item LLM is frozen and the whole catalogue is encoded once (`encode_item_states`); each step
+  feeds the cached backbone states of its items, so only the User LLM (and the projection, id vectors, scale)
+  runs (the serving recipe; HLLM.md "HLLM-1B_cache"). The sensible CPU default.
+- ``end_to_end``: both LLMs train; each step feeds the tokens of its distinct items (histories, targets and the
+  negative pool), encoded once through the Item LLM, so gradients reach it through inputs, positives and
+  negatives (the paper).
 - ``partial``: like ``end_to_end`` but only the top ``partial_layers`` Item-LLM layers, the ``[ITEM]`` vector
   and the projection train.
-
-Scoring is cosine (the loss's metric): `similarity = "cosine"` makes evaluation L2-normalise both sides.
 """
 
 from __future__ import annotations
@@ -21,13 +24,12 @@ import torch
 from torch import Tensor
 
 from hllm.config import TrainConfig
-from hllm.models.loss import CollapseDetector, generative_infonce
+from hllm.models.loss import CollapseDetector
 from hllm.models.modeling_hllm import HLLM
+from hllm.models.recommender import ITEM_IDS_FILE, HLLMRecommender, catalogue_states
 from hllm.models.text import tokenize_items
 
 logger = logging.getLogger(__name__)
-ENCODE_BATCH = 128
-VECTORS_FILE = "item_vectors.safetensors"
 
 
 def catalogue_tokens(items: pd.DataFrame, tokenizer, model: HLLM) -> dict[str, Tensor]:
@@ -46,7 +48,7 @@ def _trainable_layers(model: HLLM, mode: str, partial_layers: int) -> None:
     if item_llm.item_token is not None:
         item_llm.item_token.requires_grad_(mode == "partial")
     # The projection between the two LLMs (present when their sizes differ) is a head, not the Item LLM: it
-    # trains in every mode; in cached mode it is applied to the cached backbone vectors.
+    # trains in every mode; in cached mode it is applied to the cached backbone states.
     if mode == "partial":
         layers = _layer_list(item_llm.backbone)
         for layer in layers[len(layers) - partial_layers :]:
@@ -69,52 +71,45 @@ def _layer_list(backbone: torch.nn.Module) -> torch.nn.ModuleList:
 
 
 class HLLMTask:
-    """Training, scoring and export of an `HLLM` (see the module docstring for the modes)."""
+    """Training adapter of an `HLLM` (see the module docstring for the modes).
+
+    Args:
+        model: the HLLM to train.
+        tokenizer: its Item-LLM tokenizer.
+        items: the catalogue in row order (row i + 1 = ``items.iloc[i]``), with its text fields.
+        item_ids: row -> item id, row 0 padding.
+        config: supplies ``mode``, ``partial_layers``, ``num_negatives``, ``item_id_dropout``.
+        item_states: precomputed (N + 1, H) `catalogue_states` for cached mode (else they are encoded here).
+    """
 
     name = "hllm"
-    similarity = "cosine"
 
     def __init__(
         self,
         model: HLLM,
-        tokens: dict[str, Tensor] | None,
+        tokenizer,
+        items: pd.DataFrame,
         item_ids: list[str],
         config: TrainConfig,
-        tokenizer=None,
-        cache: Tensor | None = None,
+        item_states: Tensor | None = None,
     ) -> None:
         self.model = model
-        self.tokens = tokens
-        self.item_ids = item_ids  # index -> id, index 0 padding
-        self.config = config
         self.tokenizer = tokenizer
+        self.items = items
+        self.item_ids = item_ids
+        self.config = config
         self.num_items = len(item_ids) - 1
         self.collapse = CollapseDetector(min_fraction=config.collapse_fraction, patience=3)
-        if model.config.item_id_in_target and config.mode != "cached":
-            raise ValueError("item_id_in_target is supported in cached mode only")
         _trainable_layers(model, config.mode, config.partial_layers)
-        self.cache: Tensor | None = cache
-        if config.mode == "cached" and cache is None:
-            self.cache = self.encode_catalogue()  # (N + 1, D), fixed for the whole run
+        self.item_states: Tensor | None = None  # cached mode: (N + 1, H), fixed for the whole run
+        self.tokens: dict[str, Tensor] | None = None  # other modes: (N + 1, T) tokens of the catalogue
+        if config.mode == "cached":
+            self.item_states = item_states if item_states is not None else self._encode_catalogue()
+        else:
+            self.tokens = catalogue_tokens(items, tokenizer, model)
 
-    @torch.no_grad()
-    def encode_catalogue(self, show_progress: bool = False) -> Tensor:
-        """(N + 1, H) Item LLM backbone vectors of every item, before the projection (row 0 = padding, zeros)."""
-        from tqdm.auto import tqdm
-
-        if self.tokens is None:
-            raise ValueError("no item texts to encode: pass the items table (or load precomputed item vectors)")
-        was_training = self.model.training
-        self.model.eval()
-        ids, mask = self.tokens["input_ids"], self.tokens["attention_mask"]
-        chunks = []
-        for start in tqdm(range(1, len(ids), ENCODE_BATCH), desc="embed items", disable=not show_progress):
-            part = slice(start, start + ENCODE_BATCH)
-            width = int(mask[part].sum(dim=1).max())
-            chunks.append(self.model.item_llm.pooled(ids[part, :width], mask[part, :width]).float())
-        self.model.train(was_training)
-        vectors = torch.cat(chunks)
-        return torch.cat([torch.zeros(1, vectors.shape[1]), vectors])
+    def _encode_catalogue(self) -> Tensor:
+        return catalogue_states(self.model, self.tokenizer, self.items.to_dict("records"))
 
     def set_training_items(self, items: Tensor) -> None:
         """Draw negatives from these item indices only: the items of the training data.
@@ -133,98 +128,36 @@ class HLLMTask:
 
     def loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         items = batch["items"]  # (B, L+1), left padded
-        real = items != 0
-        negatives = self._negatives()
-        use_ids = self.model.config.use_item_id_embedding
-        if self.cache is not None:
-            sequence = self._represent(self.cache[items], items)  # (B, L+1, D)
-            user = self._forward_user(sequence[:, :-1], items[:, :-1])
-            result = generative_infonce(
-                user,
-                sequence[:, 1:],
-                self._represent(self.cache[negatives], negatives),
-                real[:, :-1] & real[:, 1:],
-                self.model.logit_scale,
-                logit_scale_min=self.model.config.logit_scale_min,
-                logit_scale_max=self.model.config.logit_scale_max,
-                false_negative_threshold=self.model.config.false_negative_threshold,
-            )
-            loss, stats = result.loss, result.stats
+        negatives = self._negatives()  # (M,)
+        # Every distinct item of the step once: its cached states, or its tokens through the Item LLM.
+        distinct, inverse = torch.unique(torch.cat([items.flatten(), negatives]), return_inverse=True)
+        if self.item_states is not None:
+            inputs = {"item_states": self.item_states[distinct]}  # (N', H)
         else:
-            distinct, inverse = torch.unique(torch.cat([items.flatten(), negatives]), return_inverse=True)
             mask = self.tokens["attention_mask"][distinct]
             width = int(mask.sum(dim=1).max())
-            output = self.model(
-                input_ids=self.tokens["input_ids"][distinct, :width],
-                attention_mask=mask[:, :width],
-                seq_index=inverse[: items.numel()].view_as(items),
-                seq_mask=real.long(),
-                neg_index=inverse[items.numel() :],
-                item_ids=items if use_ids else None,
-            )
-            loss, stats = output.loss, output.stats
-        self.collapse.check(stats)
-        return loss, {k: float(v) for k, v in stats.items()}
-
-    def _represent(self, pooled: Tensor, ids: Tensor) -> Tensor:
-        """Item vectors as scored, from backbone vectors: projected, plus the id embedding if ``item_id_in_target``."""
-        vectors = self.model.item_llm.proj(pooled)
-        if not self.model.config.item_id_in_target:
-            return vectors
-        id_vectors = self.model.item_id_embedding(ids)
-        if self.model.training and self.config.item_id_dropout > 0:
-            keep = torch.rand(ids.shape, device=ids.device) >= self.config.item_id_dropout
-            id_vectors = id_vectors * keep.unsqueeze(-1).to(id_vectors.dtype)
-        return vectors + id_vectors
-
-    def _forward_user(self, sequence: Tensor, ids: Tensor) -> Tensor:
-        """User LLM over represented item vectors; the id embedding is added here only if not already in."""
-        config = self.model.config
-        add_ids = config.use_item_id_embedding and not config.item_id_in_target
-        return self.model.forward_user(sequence, (ids != 0).long(), item_ids=ids if add_ids else None)
+            inputs = {"input_ids": self.tokens["input_ids"][distinct, :width], "attention_mask": mask[:, :width]}
+        output = self.model(
+            **inputs,
+            seq_index=inverse[: items.numel()].view_as(items),
+            seq_mask=(items != 0).long(),
+            neg_index=inverse[items.numel() :],
+            item_ids=distinct,
+            item_id_dropout=self.config.item_id_dropout,
+        )
+        self.collapse.check(output.stats)
+        return output.loss, {k: float(v) for k, v in output.stats.items()}
 
     def after_step(self) -> None:
         self.model.clamp_logit_scale_()
 
-    @torch.no_grad()
-    def item_vectors(self) -> Tensor:
-        vectors = self.cache if self.cache is not None else self.encode_catalogue()
-        return self._represent(vectors, torch.arange(len(vectors)))
-
-    @torch.no_grad()
-    def user_vectors(self, histories: Tensor, item_vectors: Tensor) -> Tensor:
-        """Last User-LLM output for (B, L) left-padded histories, given the (N + 1, D) `item_vectors`."""
-        return self._forward_user(item_vectors[histories], histories)[:, -1].float()
+    def recommender(self) -> HLLMRecommender:
+        """The model with the catalogue's states (cached, or encoded now with the current Item LLM)."""
+        states = self.item_states if self.item_states is not None else self._encode_catalogue()
+        return HLLMRecommender(self.model, states, self.tokenizer)
 
     def export(self, out_dir: Path) -> None:
-        """``save_pretrained`` (safetensors + config), the tokenizer, the catalogue ids and item vectors."""
-        from safetensors.torch import save_file
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(out_dir), safe_serialization=True)
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(str(out_dir))
-        (out_dir / "item_ids.json").write_text(json.dumps(self.item_ids[1:]) + "\n")
-        raw = self.cache if self.cache is not None else self.encode_catalogue()  # backbone vectors, pre-projection
-        save_file({"vectors": raw.float().contiguous()}, str(out_dir / VECTORS_FILE))
+        """The model folder (`HLLMRecommender.save`), the catalogue ids and the training mode."""
+        self.recommender().save(out_dir)
+        (out_dir / ITEM_IDS_FILE).write_text(json.dumps(self.item_ids[1:]) + "\n")
         (out_dir / "train_mode.json").write_text(json.dumps({"mode": self.config.mode}) + "\n")
-
-
-def load_hllm_task(folder: Path, items: pd.DataFrame | None = None) -> HLLMTask:
-    """An exported HLLM ready for inference; item vectors from the folder, else encoded from ``items``."""
-    from safetensors.torch import load_file
-
-    from hllm.models.text import load_item_tokenizer
-
-    model = HLLM.from_pretrained(str(folder))
-    model.eval()
-    tokenizer = load_item_tokenizer(str(folder)) if (folder / "tokenizer_config.json").is_file() else None
-    item_ids = ["<pad>", *json.loads((folder / "item_ids.json").read_text())]
-    tokens = None
-    if items is not None and tokenizer is not None:
-        order = items.set_index("item_id").loc[item_ids[1:]].reset_index()
-        tokens = catalogue_tokens(order, tokenizer, model)
-    cache = load_file(str(folder / VECTORS_FILE))["vectors"] if (folder / VECTORS_FILE).is_file() else None
-    if cache is None and tokens is None:
-        raise ValueError(f"{folder}: no {VECTORS_FILE} and no items table to compute item vectors from")
-    return HLLMTask(model, tokens, item_ids, TrainConfig(mode="cached"), tokenizer, cache=cache)

@@ -4,8 +4,10 @@ One process (gloo on CPU, no launcher needed) or several (``deepspeed`` launcher
 DeepSpeed JSON comes from `hllm.config.deepspeed_config`, the optimizer is a torch AdamW, the schedule
 linear warmup + cosine. Every ``eval_every`` epochs the model is ranked on the validation split (full
 ranking, history masked); the best weights by ``select_metric`` are exported (safetensors) and a resumable
-DeepSpeed checkpoint is written. Training stops early after ``patience`` validations without improvement,
-when the wall-clock budget runs out, or when the task reports embedding collapse.
+DeepSpeed checkpoint is written. Validation is `hllm.evaluation.evaluate.evaluate` of the task's
+``recommender()``, the entry point `hllm evaluate` and the gate use too. Training stops early after
+``patience`` validations without improvement, when the wall-clock budget runs out, or when the task reports
+embedding collapse.
 
 Outputs in ``out_dir``: ``model/`` (best weights + config), ``checkpoints/``, ``metrics.jsonl`` (one JSON line
 per logged step and per validation), ``curve.png`` and ``train_result.json``.
@@ -25,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hllm.config import TrainConfig, deepspeed_config
-from hllm.evaluation.ranking import evaluate_ranking
+from hllm.evaluation.evaluate import evaluate
 from hllm.models.loss import EmbeddingCollapseError
 from hllm.training.data import EvalSet, LengthBatches, TrainWindows
 from hllm.training.tasks import RecTask
@@ -68,23 +69,6 @@ def _use_bf16(config: TrainConfig) -> bool:
     if config.precision == "bf16":
         return True
     return config.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-def evaluate_task(task: RecTask, evalset: EvalSet, max_len: int, batch_size: int, cold: torch.Tensor | None = None):
-    """Full-ranking metrics of ``task`` on ``evalset`` (history masked, padding never ranked)."""
-    was_training = task.model.training
-    task.model.eval()
-    with torch.no_grad():
-        items = task.item_vectors()
-        users = torch.cat([task.user_vectors(h, items) for _, h in evalset.batches(batch_size, max_len)]).float()
-        items = items.float()
-        if task.similarity == "cosine":
-            users, items = F.normalize(users, dim=-1), F.normalize(items, dim=-1)
-        metrics = evaluate_ranking(
-            users, items, evalset.targets, evalset.exclusions(), exclude_all=[0], cold_targets=cold
-        )
-    task.model.train(was_training)
-    return metrics
 
 
 def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -221,7 +205,7 @@ def _epochs(task, engine, loader, sampler, valid, config, out, state, metrics_fi
 
 def _validate(task, engine, valid, config, out, state, metrics_file, epoch) -> bool:
     """Validate, export on improvement, checkpoint; True when early stopping should end training."""
-    metrics = evaluate_task(task, valid, config.max_seq_len, config.eval_batch_size)
+    metrics = evaluate(task.recommender(), valid, max_len=config.max_seq_len, batch_size=config.eval_batch_size)
     value = metrics[config.select_metric]
     metrics_file.write(json.dumps({"step": state["step"], "epoch": epoch, "split": "valid", **metrics}) + "\n")
     metrics_file.flush()
