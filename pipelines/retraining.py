@@ -17,6 +17,8 @@ def build(settings: Settings = Settings()):  # noqa: B008
         reference_uri: str,
         current_uri: str,
         run_config: str,
+        data_overrides: list = [],  # noqa: B006 (kfp parameter default) the run config's data: section
+        history_length: int = 50,  # the run config's train.max_seq_len (the CLI fills both)
         feast_home: str = "/data/feast",
         gate_thresholds: str = "{}",
         model_name: str = "hllm",
@@ -32,6 +34,8 @@ def build(settings: Settings = Settings()):  # noqa: B008
             training(
                 data_uri=current_uri,
                 run_config=run_config,
+                data_overrides=data_overrides,
+                history_length=history_length,
                 feast_home=feast_home,
                 gate_thresholds=gate_thresholds,
                 model_name=model_name,

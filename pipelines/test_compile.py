@@ -120,6 +120,9 @@ def test_retraining_pipeline_compiles_with_drift_gate(tmp_path: Path) -> None:
     assert "pipelinechannel--drift-check-Output" in root["condition-1"]["triggerPolicy"]["condition"]
     inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]
     assert list(inner) == ["hllm-training"]  # the whole training pipeline, nested
+    forwarded = inner["hllm-training"]["inputs"]["parameters"]
+    for name in ("run_config", "data_overrides", "history_length"):  # the run config reaches every step
+        assert forwarded[name]["componentInputParameter"] == f"pipelinechannel--{name}", name
 
 
 def test_cluster_storage_and_secrets_are_wired(tmp_path: Path) -> None:
