@@ -158,3 +158,17 @@ def test_catalogue_log_reads_entries_in_order_from_a_cursor_and_exports_them(kin
     written = pd.read_csv(tmp_path / "export" / "items.csv", keep_default_na=False)
     assert written["item_id"].tolist() == ["c", "b", "a"] == table["item_id"].tolist()
     assert written["title"].tolist() == ["sea", "bee", "again"]
+
+
+def test_a_materializer_that_died_is_repaired_by_the_next_event(tmp_path: Path) -> None:
+    log, store = SQLiteOnlineLog(tmp_path / "state.db"), FakeOnline(tmp_path / "online.db")
+
+    def crash(user_id, history, stamp) -> None:
+        raise KeyboardInterrupt("killed while writing")
+
+    record_event(log, store.read, store.write, "u", "a", 10, N)
+    with pytest.raises(KeyboardInterrupt):
+        record_event(log, store.read, crash, "u", "b", 5, N)  # appended, never materialized
+    assert store.read("u") == History(["a"], [10], 1)
+    record_event(log, store.read, store.write, "u", "c", 10, N)
+    assert store.read("u") == History(["b", "a", "c"], [5, 10, 10], 3)
