@@ -18,6 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent
 # Feast's SQLite online store shares one connection between threads: one write transaction at a time.
 _SQLITE_WRITES = threading.Lock()
+_VIEWS: dict[int, object] = {}  # id(store) -> the user_recent_items FeatureView, looked up once
 
 
 @dataclass
@@ -139,6 +140,29 @@ def push_history(
     store.push("interactions_push", frame, to=PushMode.ONLINE)
 
 
+def write_history(
+    store, user_id: str, item_ids: list[str], timestamps: list[int], total_length: int, as_of_us: int
+) -> None:
+    """`push_history` straight into the online store (the provider's ``online_write_batch``): the same row, without
+    the push path's registry lookups and DataFrame conversion (40 ms of a 60 ms event, profiled)."""
+    from datetime import timedelta
+
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Int64List, StringList, Value
+
+    view = _VIEWS.get(id(store))
+    if view is None:
+        view = _VIEWS[id(store)] = store.get_feature_view("user_recent_items")
+    key = EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=user_id)])
+    values = {
+        "recent_item_ids": Value(string_list_val=StringList(val=list(item_ids))),
+        "recent_timestamps": Value(int64_list_val=Int64List(val=[int(t) for t in timestamps])),
+        "history_length": Value(int64_val=int(total_length)),
+    }
+    when = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(as_of_us))
+    store._get_provider().online_write_batch(store.config, view, [(key, values, when, None)], None)
+
+
 def online_log(store):
     """The shared event and catalogue log beside the store's online data (`feature_repo.online_log`): a SQLite
     file next to the SQLite online store, or the online store's own Redis."""
@@ -172,6 +196,6 @@ def record_event(store, log, user_id: str, item_id: str, timestamp: int, n: int)
 
     def write(user: str, history: History, stamp_us: int) -> None:
         with _SQLITE_WRITES if store.config.online_store.type == "sqlite" else contextlib.nullcontext():
-            push_history(store, user, history.item_ids, history.timestamps, history.length, as_of_us=stamp_us)
+            write_history(store, user, history.item_ids, history.timestamps, history.length, stamp_us)
 
     return record(log, read, write, user_id, item_id, timestamp, n)
