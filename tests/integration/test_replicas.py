@@ -266,6 +266,8 @@ def test_upserts_survive_a_restart_of_every_replica(pair, trained, backend) -> N
     item = {"item_id": "restart-new", "title": "Solar kettle", "tag": "camping", "description": "kept"}
     status, _ = pair[1].post("/upsert_items", {"items": [item]})
     assert status == 200
+    for replica in pair:  # every replica down at once, then a fresh one
+        os.killpg(replica.proc.pid, signal.SIGTERM)
     for replica in pair:
         replica.stop()
     fresh = Replica(tag, env, folder / "replica-restarted.txt")
