@@ -37,7 +37,6 @@ class FakeOnline:
     def __init__(self, path: Path) -> None:
         self.conn = sqlite3.connect(path, timeout=60, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=OFF")
         self.conn.execute("CREATE TABLE IF NOT EXISTS online (user_id TEXT PRIMARY KEY, row TEXT, stamp INTEGER)")
 
     def read(self, user_id: str) -> History:
