@@ -34,7 +34,8 @@ test: setup lint
 
 # The replica tests need a real redis-server (Debian package); installed here if missing, never skipped.
 test-integration: setup
-	command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server) || \
+	command -v redis-server >/dev/null || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$S apt-get update && $$S apt-get install -y redis-server; } || \
 		{ echo "redis-server is missing and could not be installed: apt-get install -y redis-server"; exit 1; }
 	$(BIN)/python -m pytest -m integration
 
