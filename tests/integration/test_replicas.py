@@ -264,18 +264,22 @@ def test_upserts_survive_a_restart_of_every_replica(pair, trained, backend) -> N
     tag, _, _ = trained
     _, env, folder = backend
     item = {"item_id": "restart-new", "title": "Solar kettle", "tag": "camping", "description": "kept"}
-    status, _ = pair[1].post("/upsert_items", {"items": [item]})
-    assert status == 200
-    for replica in pair:  # every replica down at once, then a fresh one
+    other = {"item_id": "restart-old", "title": "Wool socks", "tag": "hiking", "description": "renamed"}
+    alive = [replica for replica in pair if replica.proc.poll() is None]  # the kill -9 test left one
+    assert alive and alive[0].post("/upsert_items", {"items": [item, other]})[0] == 200
+    assert alive[0].post("/upsert_items", {"items": [{**other, "title": "Merino socks"}]})[1]["updated"] == 1
+    for replica in alive:  # every replica down at once, then a fresh one
         os.killpg(replica.proc.pid, signal.SIGTERM)
-    for replica in pair:
+    for replica in alive:
         replica.stop()
     fresh = Replica(tag, env, folder / "replica-restarted.txt")
     try:
         fresh.wait_ready()
-        for item_id in ("restart-new", "shared-new"):
+        for item_id in ("restart-new", "restart-old"):
             status, body = fresh.post("/similar_items", {"item_id": item_id, "k": 3})
             assert status == 200 and len(body["items"]) == 3
         assert _ids(fresh.post("/similar_items", {"text": item, "k": 1})[1]) == ["restart-new"]
+        renamed = {**other, "title": "Merino socks"}  # the latest text of a re-upserted id wins after a replay
+        assert _ids(fresh.post("/similar_items", {"text": renamed, "k": 1})[1]) == ["restart-old"]
     finally:
         fresh.stop()
