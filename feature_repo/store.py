@@ -6,13 +6,19 @@ Used by the ``sync_features`` component, the online service and the tests; the t
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import sqlite3
+import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
+# Feast's SQLite online store shares one connection between threads: one write transaction at a time.
+_SQLITE_WRITES = threading.Lock()
+_VIEWS: dict[int, object] = {}  # id(store) -> the user_recent_items FeatureView, looked up once
 
 
 @dataclass
@@ -110,18 +116,86 @@ def online_histories(store, user_ids: list[str]) -> list[dict]:
     return out
 
 
-def push_history(store, user_id: str, item_ids: list[str], timestamps: list[int], total_length: int) -> None:
-    """Write a user's updated recent history to the online store through the push source."""
+def push_history(
+    store, user_id: str, item_ids: list[str], timestamps: list[int], total_length: int, as_of_us: int | None = None
+) -> None:
+    """Write a user's recent history to the online store through the push source.
+
+    ``as_of_us``: the row's event time in microseconds (default: its last event); Feast's Redis store skips a row
+    that is not newer than the stored one, so the event log's materializer passes a growing version stamp.
+    """
     import pandas as pd
     from feast.data_source import PushMode
 
+    when = pd.Timestamp(as_of_us, unit="us", tz="UTC") if as_of_us is not None else None
     frame = pd.DataFrame(
         {
             "user_id": [user_id],
-            "event_timestamp": [pd.Timestamp(max(timestamps), unit="s", tz="UTC")],
+            "event_timestamp": [when if when is not None else pd.Timestamp(max(timestamps), unit="s", tz="UTC")],
             "recent_item_ids": [list(item_ids)],
             "recent_timestamps": [[int(t) for t in timestamps]],
             "history_length": [int(total_length)],
         }
     )
     store.push("interactions_push", frame, to=PushMode.ONLINE)
+
+
+def write_history(
+    store, user_id: str, item_ids: list[str], timestamps: list[int], total_length: int, as_of_us: int
+) -> None:
+    """`push_history` straight into the online store (the provider's ``online_write_batch``): the same row, without
+    the push path's registry lookups and DataFrame conversion (40 ms of a 60 ms event, profiled)."""
+    from datetime import timedelta
+
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Int64List, StringList, Value
+
+    view = _VIEWS.get(id(store))
+    if view is None:
+        view = _VIEWS[id(store)] = store.get_feature_view("user_recent_items")
+    key = EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=user_id)])
+    values = {
+        "recent_item_ids": Value(string_list_val=StringList(val=list(item_ids))),
+        "recent_timestamps": Value(int64_list_val=Int64List(val=[int(t) for t in timestamps])),
+        "history_length": Value(int64_val=int(total_length)),
+    }
+    when = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(as_of_us))
+    store._get_provider().online_write_batch(store.config, view, [(key, values, when, None)], None)
+
+
+def online_log(store):
+    """The shared event and catalogue log beside the store's online data (`hllm_feature_repo.online_log`): a SQLite
+    file next to the SQLite online store, or the online store's own Redis."""
+    from hllm_feature_repo.online_log import RedisOnlineLog, SQLiteOnlineLog
+
+    config = store.config.online_store
+    if config.type == "redis":
+        import redis
+        from feast.infra.online_stores.redis import RedisOnlineStore
+
+        nodes, options = RedisOnlineStore._parse_connection_string(config.connection_string)
+        return RedisOnlineLog(redis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **options))
+    if config.type == "sqlite":
+        online = Path(config.path).resolve()
+        conn = sqlite3.connect(online, timeout=60)  # WAL (the file keeps it): readers never wait on a writer
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.close()
+        return SQLiteOnlineLog(online.parent / "online_state.db")
+    raise ValueError(f"online store type '{config.type}' has no shared event log: use sqlite or redis")
+
+
+def record_event(store, log, user_id: str, item_id: str, timestamp: int, n: int):
+    """Append one event to the shared log and materialize the user's last ``n`` into the online store
+    (`hllm.eventlog.record_event`); returns the user's new `hllm.eventlog.History`."""
+    from hllm.eventlog import History
+    from hllm.eventlog import record_event as record
+
+    def read(user: str) -> History:
+        row = online_histories(store, [user])[0]
+        return History(row["item_ids"], row["timestamps"], row["length"])
+
+    def write(user: str, history: History, stamp_us: int) -> None:
+        with _SQLITE_WRITES if store.config.online_store.type == "sqlite" else contextlib.nullcontext():
+            write_history(store, user, history.item_ids, history.timestamps, history.length, stamp_us)
+
+    return record(log, read, write, user_id, item_id, timestamp, n)

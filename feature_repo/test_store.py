@@ -50,3 +50,19 @@ def test_point_in_time_history_for_training(store) -> None:
     entities = pd.DataFrame({"user_id": ["long"], "event_timestamp": [pd.Timestamp(125, unit="s", tz="UTC")]})
     frame = store.get_historical_features(entity_df=entities, features=["user_recent_items:recent_item_ids"]).to_df()
     assert list(frame["recent_item_ids"].iloc[0]) == ["i0", "i1", "i2"]
+
+
+def test_record_event_materializes_base_and_log_into_the_online_row(store) -> None:
+    from hllm_feature_repo.store import online_log, record_event
+
+    log = online_log(store)
+    assert type(log).__name__ == "SQLiteOnlineLog"
+    history = record_event(store, log, "long", "i6", 145, n=4)  # offline base: i3 i4 i5 i7 (130..150), 7 events
+    assert online_histories(store, ["long"])[0] == {
+        "item_ids": ["i4", "i6", "i5", "i7"],
+        "timestamps": [140, 145, 150, 150],
+        "length": 8,
+    }
+    assert history.length == 8
+    record_event(store, log, "fresh", "i1", 10, n=4)
+    assert online_histories(store, ["fresh"])[0] == {"item_ids": ["i1"], "timestamps": [10], "length": 1}

@@ -3,15 +3,15 @@
 Environment: ``HLLM_MODEL`` (BentoML model tag, default ``hllm:latest``), ``HLLM_FEAST_HOME`` (Feast data, for
 histories by user id and for events; optional), ``HLLM_REQUEST_LOG`` (JSONL request log for drift monitoring;
 optional), ``HLLM_INDEX`` (``auto`` | ``exact`` | ``faiss``), ``HLLM_MAX_BODY_BYTES`` (default 1 MiB),
-``HLLM_TORCH_THREADS`` (default 1). One worker: ``upsert_items`` changes that worker's index, so several workers
-would disagree.
+``HLLM_TORCH_THREADS`` (default 1). Replicas share state through the store (`hllm_feature_repo.online_log`): events
+are appended to a shared log and materialized into Feast; upserts go to a shared catalogue every replica polls
+(``HLLM_CATALOGUE_POLL_S``, default 0.5 s).
 Health: BentoML's ``/livez`` and ``/readyz``; metrics: ``/metrics`` (Prometheus); OpenAPI: ``/docs.json``.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from typing import Annotated
 
@@ -70,15 +70,20 @@ class HLLMService:
         import faiss
 
         faiss.omp_set_num_threads(threads)
+        from hllm.catalogue import SharedCatalogue
+
         home = os.environ.get("HLLM_FEAST_HOME")
-        self.store = None
+        self.store = self.online_log = None
         if home:
-            from hllm_feature_repo.store import open_store
+            from hllm_feature_repo.store import online_log, open_store
 
             self.store = open_store(home)
+            self.online_log = online_log(self.store)
+        # Upserts of every replica, replayed now (they survive restarts) and polled from then on.
+        self.catalogue = SharedCatalogue(self.predictor, self.online_log, str(self.model_ref.tag))
+        self.catalogue.catch_up()
+        self.catalogue.start(float(os.environ.get("HLLM_CATALOGUE_POLL_S", "0.5")))
         self.log = RequestLog(os.environ.get("HLLM_REQUEST_LOG"))
-        self._user_locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
 
     def _history(self, user_id: str) -> tuple[list[str], int]:
         """The user's recent items (oldest first) and their total number of events."""
@@ -88,10 +93,6 @@ class HLLMService:
 
         found = online_histories(self.store, [user_id])[0]
         return found["item_ids"], found["length"]
-
-    def _user_lock(self, user_id: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._user_locks.setdefault(user_id, threading.Lock())
 
     @bentoml.api
     def recommend(
@@ -155,29 +156,23 @@ class HLLMService:
     def upsert_items(self, items: Annotated[list[Item], Field(min_length=1, max_length=1000)]) -> dict:
         """Embed items from their text and make them recommendable now (new ids added, known ids re-embedded)."""
         try:
-            added, updated = self.predictor.upsert_items([item.model_dump() for item in items])
+            added, updated = self.catalogue.upsert([item.model_dump() for item in items])
         except ValueError as exc:
             raise bentoml.exceptions.InvalidArgument(str(exc)) from None
         return {"added": added, "updated": updated, "catalogue": len(self.predictor.item_ids)}
 
     @bentoml.api
     def events(self, user_id: Annotated[str, Field(min_length=1)], item_id: str, timestamp: int | None = None) -> dict:
-        """Record that ``user_id`` interacted with ``item_id``: pushed to the online store, seen by the next call."""
-        from hllm.features import append_event
-        from hllm_feature_repo.store import online_histories, push_history
+        """Record that ``user_id`` interacted with ``item_id``: appended to the shared event log (durable before the
+        answer), the user's history in the online store recomputed from it; seen by the next call on any replica."""
+        from hllm_feature_repo.store import record_event
 
-        if item_id not in self.predictor.index:
+        if item_id not in self.predictor.index and not (self.catalogue.catch_up() and item_id in self.predictor.index):
             raise bentoml.exceptions.InvalidArgument(f"unknown item id '{item_id}' (upsert it first)")
         if self.store is None:
             raise bentoml.exceptions.ServiceUnavailable("no feature store configured (HLLM_FEAST_HOME)")
         when = int(timestamp if timestamp is not None else time.time())
-        with self._user_lock(user_id):  # read-append-write of one user's history must not interleave
-            current = online_histories(self.store, [user_id])[0]
-            items, times = append_event(
-                current["item_ids"], current["timestamps"], item_id, when, n=self.predictor.max_len
-            )
-            total = current["length"] + 1
-            push_history(self.store, user_id, items, times, total_length=total)
+        total = record_event(self.store, self.online_log, user_id, item_id, when, n=self.predictor.max_len).length
         self.log.write("event", user_id=user_id, item_id=item_id, timestamp=when, history_length=total)
         return {"user_id": user_id, "history_length": total}
 

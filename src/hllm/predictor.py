@@ -154,13 +154,23 @@ class Predictor:
         New items are recommendable at once (cold start). A known item keeps its learned id vector and gets the
         text part of its new text. Returns ``(added, updated)``.
         """
-        config = getattr(self.model, "config", None)
-        if getattr(config, "use_item_id_embedding", False) and not config.item_id_in_target:
-            raise ValueError("upsert needs item_id_in_target (or no id embedding): new items have no input id")
+        self.check_upsert()
         ids = [str(item["item_id"]) for item in items]
         if len(set(ids)) != len(ids):
             raise DataError("duplicate item_id in one upsert", column="item_id")
-        text = self.encode_texts(items)
+        return self.set_text_vectors(ids, self.encode_texts(items))
+
+    def check_upsert(self) -> None:
+        """Raise ValueError if this model cannot take items by their text."""
+        config = getattr(self.model, "config", None)
+        if getattr(config, "use_item_id_embedding", False) and not config.item_id_in_target:
+            raise ValueError("upsert needs item_id_in_target (or no id embedding): new items have no input id")
+
+    def set_text_vectors(self, ids: Sequence[str], text: Tensor) -> tuple[int, int]:
+        """Add or replace items from their (M, D) text vectors (`encode_texts`; stored ones from a shared
+        catalogue need no re-embedding); ``ids`` distinct. Returns ``(added, updated)``."""
+        self.check_upsert()
+        ids = [str(i) for i in ids]
         with self._upsert_lock:  # one upsert at a time; readers see the old or the new catalogue, whole
             known = [j for j, i in enumerate(ids) if i in self.index]
             fresh = [j for j, i in enumerate(ids) if i not in self.index]
@@ -174,9 +184,9 @@ class Predictor:
             # Vectors and index first (rows beyond item_ids are never returned), then the ids that name them.
             self.raw_vectors = raw
             self.scoring_vectors = self._scoring(raw)
-            if known:  # replaced rows: an HNSW graph cannot change a vector in place, so index anew
-                self.ann = build_index(self.scoring_vectors, self.index_kind)
-            else:  # new rows only: extend the index instead of rebuilding it (minutes for a large HNSW graph)
+            if known:  # replaced rows join the index anew (their old entries are masked), no rebuild
+                self.ann.replace(self.scoring_vectors, [int(r) for r in rows])
+            if fresh:  # new rows only: extend the index instead of rebuilding it (minutes for a large HNSW graph)
                 self.ann.extend(self.scoring_vectors, old_rows)
             for j in fresh:
                 self.item_ids.append(ids[j])

@@ -92,3 +92,58 @@ def test_faiss_index_extended_with_new_rows_finds_them() -> None:
     index.extend(vectors, old_rows=401)  # what an upsert of 100 new items does
     assert len(index) == 500
     assert index.search(vectors[450:455], 1)[1][:, 0].tolist() == [450, 451, 452, 453, 454]
+
+
+def test_faiss_index_replaced_rows_are_found_by_their_new_vector_only() -> None:
+    torch.manual_seed(2)
+    vectors = torch.nn.functional.normalize(torch.randn(301, 16), dim=-1)
+    index = FaissIndex(vectors)
+    moved = vectors.clone()
+    moved[[5, 7]] = vectors[[200, 201]]  # rows 5 and 7 now look like rows 200 and 201
+    index.replace(moved, [5, 7])  # what re-embedding two known items does: no rebuild
+    grown = torch.cat([moved, torch.nn.functional.normalize(torch.randn(2, 16), dim=-1)])
+    index.extend(grown, old_rows=301)  # new rows after a replacement still map to their own rows
+    assert len(index) == 302
+    top = index.search(vectors[[5, 200]], 2, exclude=[[], [200]])[1]
+    assert 5 not in top[0].tolist()  # the old vector of row 5 is gone
+    assert top[1, 0].item() == 5  # its new vector is found
+    assert index.search(grown[[301, 302]], 1)[1][:, 0].tolist() == [301, 302]
+    assert all(len(set(row.tolist())) == 10 for row in index.search(grown[1:50], 10)[1])
+
+
+class ListLog:
+    """An in-memory shared catalogue log (what the SQLite/Redis logs of feature_repo do across processes)."""
+
+    def __init__(self) -> None:
+        self.entries: list = []
+
+    def add(self, entries) -> None:
+        self.entries.extend(entries)
+
+    def since(self, cursor):
+        start = cursor or 0
+        return list(self.entries[start:]), len(self.entries)
+
+
+def test_shared_catalogue_reaches_other_replicas_and_restarts_without_re_embedding(model_dir: Path) -> None:
+    from hllm.catalogue import SharedCatalogue
+
+    log = ListLog()
+    one, two = (SharedCatalogue(Predictor.load(model_dir), log, "m:1") for _ in range(2))
+    known = one.predictor.item_ids[2]
+    items = [{"item_id": "fresh", "title": "Brand new lamp"}, {"item_id": known, "title": "renamed"}]
+    assert one.upsert(items) == (1, 1)
+    assert "fresh" not in two.predictor.index
+    two.predictor.encode_texts = None  # the other replica must use the stored vectors, not embed again
+    assert two.catch_up() == 2 and two.catch_up() == 0
+    for row_id in ("fresh", known):
+        rows = one.predictor.index[row_id], two.predictor.index[row_id]
+        assert torch.equal(one.predictor.raw_vectors[rows[0]], two.predictor.raw_vectors[rows[1]])
+    assert two.predictor.similar_items(1, item_id=known) == one.predictor.similar_items(1, item_id=known)
+    restarted = SharedCatalogue(Predictor.load(model_dir), log, "m:1")  # a restart replays the log
+    restarted.catch_up()
+    assert torch.equal(restarted.predictor.raw_vectors, one.predictor.raw_vectors)
+    canary = SharedCatalogue(Predictor.load(model_dir), log, "m:2")  # another model re-embeds the stored text
+    canary.catch_up()
+    row = canary.predictor.index["fresh"]
+    assert torch.allclose(canary.predictor.raw_vectors[row], one.predictor.raw_vectors[one.predictor.index["fresh"]])
