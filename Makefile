@@ -33,6 +33,7 @@ test: setup lint
 	$(BIN)/python -m pytest
 
 test-integration: setup
+	command -v prometheus >/dev/null || (apt-get update && apt-get install -y prometheus)
 	$(BIN)/python -m pytest -m integration
 
 test-slow: setup
