@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hllm.cli.common import _guarded, app, console, out
+from hllm.cli.common import EXIT_BAD_INPUT, _guarded, app, console, out
 
 deploy_app = typer.Typer(help="Canary rollouts: render the Rollout, run its analysis.", no_args_is_help=True)
 app.add_typer(deploy_app, name="deploy")
@@ -69,3 +69,31 @@ def deploy_analyze(
         output.write_text(json.dumps(asdict(run), indent=2, default=str))
     if run.phase != "Successful":
         raise typer.Exit(EXIT_ANALYSIS_FAILED)
+
+
+@deploy_app.command("promote")
+def deploy_promote(
+    tag: Annotated[str, typer.Argument(help="The BentoML model tag that won its canary (name:version).")],
+) -> None:
+    """Label ``tag`` champion in the BentoML store (the gate's reference); the previous champion is retired."""
+    import bentoml
+
+    from hllm_serving.registry import promote
+
+    try:
+        new, previous = _guarded(lambda: promote(tag))
+    except bentoml.exceptions.NotFound:
+        console.print(f"[red]error:[/red] no model '{tag}' in the BentoML store")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    console.print(f"champion: {new}" + (f" (was {previous}, now retired)" if previous else " (first champion)"))
+
+
+@deploy_app.command("rollback")
+def deploy_rollback(
+    model_name: Annotated[str, typer.Option(help="The model name in the BentoML store.")] = "hllm",
+) -> None:
+    """Give the champion label back to the previous champion; the current one is marked rolled-back."""
+    from hllm_serving.registry import rollback
+
+    restored, demoted = _guarded(lambda: rollback(model_name))
+    console.print(f"champion: {restored} (restored; {demoted} rolled back)")
