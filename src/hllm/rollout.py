@@ -34,8 +34,15 @@ def split_image(image: str) -> dict[str, str]:
     return {"newName": name, "newTag": tag}
 
 
-def _container_patch(image: str, model: str | None) -> dict:
-    # The service container is the Rollout's first; HLLM_MODEL its first env entry (manifests/base/rollout.yaml).
+def rollout_patch(image: str, model: str | None = None) -> list[dict]:
+    """JSON patch (RFC 6902) pointing the Rollout's service container at ``image`` and model tag ``model``.
+
+    The service container is the Rollout's first and HLLM_MODEL its first env entry (manifests/base/rollout.yaml);
+    ``test`` operations make the patch fail, rather than change the wrong field, if that layout ever changes.
+    """
+    split_image(image)  # refuses an image without tag or digest
+    if model is not None and (":" not in model or model.startswith(":") or model.endswith(":")):
+        raise ValueError(f"model tag '{model}' must be name:version")
     container = "/spec/template/spec/containers/0"
     ops = [
         {"op": "test", "path": f"{container}/name", "value": "hllm"},
@@ -46,7 +53,7 @@ def _container_patch(image: str, model: str | None) -> dict:
             {"op": "test", "path": f"{container}/env/0/name", "value": "HLLM_MODEL"},
             {"op": "replace", "path": f"{container}/env/0/value", "value": model},
         ]
-    return {"target": ROLLOUT, "patch": yaml.safe_dump(ops)}
+    return ops
 
 
 def render_canary(image: str, *, model: str | None = None, mesh: str = "istio") -> str:
@@ -58,17 +65,15 @@ def render_canary(image: str, *, model: str | None = None, mesh: str = "istio") 
             (``hllm:latest``, which moves with every registration: pin it in production).
         mesh: ``istio`` (VirtualService weights) or ``none`` (weights by replica count).
     """
-    split_image(image)  # refuses an image without tag or digest
+    patch = rollout_patch(image, model)
     if mesh not in OVERLAYS:
         raise ValueError(f"mesh='{mesh}' must be one of {sorted(OVERLAYS)}")
-    if model is not None and (":" not in model or model.startswith(":") or model.endswith(":")):
-        raise ValueError(f"model tag '{model}' must be name:version")
     overlay = OVERLAYS[mesh]
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [],
-        "patches": [_container_patch(image, model)],
+        "patches": [{"target": ROLLOUT, "patch": yaml.safe_dump(patch)}],
     }
     with tempfile.TemporaryDirectory() as tmp:
         kustomization["resources"] = [os.path.relpath(overlay.resolve(), tmp)]  # kustomize refuses absolute roots
