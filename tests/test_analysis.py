@@ -252,3 +252,19 @@ def test_prometheus_matrix_and_errors_are_query_errors(monkeypatch) -> None:
     monkeypatch.undo()
     with pytest.raises(QueryError, match="unreachable"):
         PrometheusAPI("http://127.0.0.1:9", timeout=2)("up")
+
+
+@pytest.mark.parametrize(("value", "code", "phase"), [(0.0, 0, "Successful"), (0.9, 5, "Failed")])
+def test_deploy_analyze_cli_runs_the_committed_template(monkeypatch, tmp_path, value, code, phase) -> None:
+    from typer.testing import CliRunner
+
+    from hllm.cli import app
+
+    monkeypatch.setattr("hllm.analysis.PrometheusAPI.__call__", lambda self, promql: [value])
+    monkeypatch.setattr("hllm.analysis.time.sleep", lambda seconds: None)
+    args = ["--arg", "namespace=shop", "--arg", "canary-hash=abc", "--out", str(tmp_path / "run.json")]
+    result = CliRunner().invoke(app, ["deploy", "analyze", "--prometheus", "http://prom:9090", *args])
+    assert result.exit_code == code, result.output
+    assert f"analysis {phase}" in result.output and json.loads((tmp_path / "run.json").read_text())["phase"] == phase
+    result = CliRunner().invoke(app, ["deploy", "analyze", "--prometheus", "http://p", "--arg", "canary-hash"])
+    assert result.exit_code == 2 and "name=value" in result.output
