@@ -37,6 +37,7 @@ test-integration: setup
 	command -v redis-server >/dev/null || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$S apt-get update && $$S apt-get install -y redis-server; } || \
 		{ echo "redis-server is missing and could not be installed: apt-get install -y redis-server"; exit 1; }
+	command -v prometheus >/dev/null || (apt-get update && apt-get install -y prometheus)
 	$(BIN)/python -m pytest -m integration
 
 test-slow: setup

@@ -1,4 +1,5 @@
-"""The retraining pipeline: drift check on new data -> ``dsl.If`` drifted -> the whole training pipeline on it."""
+"""The retraining pipeline: drift check on new data -> ``dsl.If`` drifted -> the whole training pipeline on it
+(through register and deploy: a model that passes the gate starts a canary)."""
 
 from kfp import dsl
 
@@ -24,6 +25,7 @@ def build(settings: Settings = Settings()):  # noqa: B008
         model_name: str = "hllm",
         drift_threshold: float = 0.1,
         min_drifted: int = 2,
+        deploy_target: str = "cluster" if settings.cluster else "local",
     ):
         drift = drift_check.make(settings.image)(
             reference_uri=reference_uri, current_uri=current_uri, threshold=drift_threshold, min_drifted=min_drifted
@@ -39,6 +41,7 @@ def build(settings: Settings = Settings()):  # noqa: B008
                 feast_home=feast_home,
                 gate_thresholds=gate_thresholds,
                 model_name=model_name,
+                deploy_target=deploy_target,
             )
 
     return retraining_pipeline

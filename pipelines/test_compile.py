@@ -33,7 +33,8 @@ def test_spec_loads_back_with_every_step(tmp_path: Path) -> None:
     assert loaded.name == "hllm-training"
     spec = _load(path)
     tasks = _tasks(spec)
-    assert STEPS | {"register"} <= set(tasks)
+    assert STEPS | {"register", "deploy"} <= set(tasks)
+    assert tasks["deploy"]["inputs"]["artifacts"]["registration"]["taskOutputArtifact"]["producerTask"] == "register"
     gate = spec["root"]["dag"]["tasks"]["condition-1"]
     assert gate["taskInfo"]["name"] == "gate-passed"
     assert gate["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--gate-Output'] == true"
@@ -46,7 +47,7 @@ def test_spec_loads_back_with_every_step(tmp_path: Path) -> None:
 def test_external_data_steps_are_never_cached(tmp_path: Path) -> None:
     spec = _load(compile_pipeline(tmp_path / "p.yaml"))
     tasks = _tasks(spec)
-    for name in ("validate-data", "sync-features", "gate", "register"):
+    for name in ("validate-data", "sync-features", "gate", "register", "deploy"):
         assert not tasks[name]["cachingOptions"].get("enableCache", False), name
     assert tasks["train"]["cachingOptions"]["enableCache"] is True
 
@@ -123,6 +124,7 @@ def test_retraining_pipeline_compiles_with_drift_gate(tmp_path: Path) -> None:
     forwarded = inner["hllm-training"]["inputs"]["parameters"]
     for name in ("run_config", "data_overrides", "history_length"):  # the run config reaches every step
         assert forwarded[name]["componentInputParameter"] == f"pipelinechannel--{name}", name
+    assert "exec-deploy" in spec["deploymentSpec"]["executors"]  # ... through register and deploy
 
 
 def test_cluster_storage_and_secrets_are_wired(tmp_path: Path) -> None:
@@ -142,3 +144,10 @@ def test_local_build_keeps_the_local_stores(tmp_path: Path) -> None:
     spec = _load(compile_pipeline(tmp_path / "p.yaml", Settings(cluster=False)))
     assert "env" not in spec["deploymentSpec"]["executors"]["exec-register"]["container"]
     assert not spec["platforms"].get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {}).get("exec-gate")
+
+
+def test_deploy_applies_on_a_cluster_and_only_renders_locally(tmp_path: Path) -> None:
+    cluster = _load(compile_pipeline(tmp_path / "c.yaml"))["root"]["inputDefinitions"]["parameters"]
+    local = _load(compile_pipeline(tmp_path / "l.yaml", Settings(cluster=False)))["root"]["inputDefinitions"]
+    assert cluster["deploy_target"]["defaultValue"] == "cluster"
+    assert local["parameters"]["deploy_target"]["defaultValue"] == "local"

@@ -1,4 +1,5 @@
-"""The training pipeline: validate -> features -> embed -> train -> evaluate -> gate -> (if passed) register.
+"""The training pipeline: validate -> features -> embed -> train -> evaluate -> gate -> (if passed) register ->
+deploy (the service's Argo Rollout pointed at the new model: the canary starts; locally, rendered only).
 
 `build(settings)` returns the pipeline for one image and accelerator layout (settings a cluster fixes when it
 compiles); everything a run may change (data, config, thresholds, nodes) is a pipeline parameter.
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from kfp import dsl, kubernetes
 
 from hllm_components import DEFAULT_IMAGE
+from hllm_components.deploy import component as deploy
 from hllm_components.embed_items import component as embed_items
 from hllm_components.evaluate import component as evaluate
 from hllm_components.gate import component as gate
@@ -69,7 +71,9 @@ def _gpu(task, count: int, accelerator: str) -> None:
 def build(settings: Settings = Settings()):
     image = settings.image
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="HLLM: validate, features, embed, train, evaluate, gate, register.")
+    @dsl.pipeline(
+        name=PIPELINE_NAME, description="HLLM: validate, features, embed, train, evaluate, gate, register, deploy."
+    )
     def training_pipeline(
         data_uri: str,
         run_config: str,
@@ -80,7 +84,9 @@ def build(settings: Settings = Settings()):
         history_length: int = 50,
         gate_thresholds: str = "{}",
         model_name: str = "hllm",
-        champion: str = "latest",
+        champion: str = "champion",
+        deploy_target: str = "cluster" if settings.cluster else "local",  # local runs render, never apply
+        deploy_mesh: str = "istio",
         num_nodes: int = 1,
         shared_dir: str = "",
         shared_pvc: str = "",
@@ -140,5 +146,12 @@ def build(settings: Settings = Settings()):
             ).set_display_name("register")
             registered.set_caching_options(False)
             _storage(registered, settings, models=True)
+            deployed = deploy.make(image)(
+                registration=registered.outputs["registration"],
+                service_image=image,
+                target=deploy_target,
+                mesh=deploy_mesh,
+            ).set_display_name("deploy")
+            deployed.set_caching_options(False)  # acts on the cluster's Rollout
 
     return training_pipeline

@@ -6,7 +6,8 @@ optional), ``HLLM_INDEX`` (``auto`` | ``exact`` | ``faiss``), ``HLLM_MAX_BODY_BY
 ``HLLM_TORCH_THREADS`` (default 1). Replicas share state through the store (`hllm_feature_repo.online_log`): events
 are appended to a shared log and materialized into Feast; upserts go to a shared catalogue every replica polls
 (``HLLM_CATALOGUE_POLL_S``, default 0.5 s).
-Health: BentoML's ``/livez`` and ``/readyz``; metrics: ``/metrics`` (Prometheus); OpenAPI: ``/docs.json``.
+Health: BentoML's ``/livez`` and ``/readyz``; metrics: ``/metrics`` (Prometheus: BentoML's and ours, see `metrics`);
+OpenAPI: ``/docs.json``. ``HLLM_FAULT_*``: test-only fault injection (`faults`), refused without its guard.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Annotated
 
 import bentoml
 from pydantic import BaseModel, Field
+
+from hllm_serving.faults import FaultInjection, Faults
 
 MAX_K = 1000
 MAX_HISTORY = 1000
@@ -56,6 +59,7 @@ class HLLMService:
 
         from hllm.monitoring import RequestLog
         from hllm.predictor import Predictor
+        from hllm_serving.metrics import ServiceMetrics
 
         tag = os.environ.get("HLLM_MODEL", "hllm:latest")
         try:
@@ -63,6 +67,9 @@ class HLLMService:
             self.predictor = Predictor.load(self.model_ref.path, index_kind=os.environ.get("HLLM_INDEX", "auto"))
         except Exception as exc:  # any failure to load is fatal: say which model and why, then stop
             raise RuntimeError(f"cannot load model '{tag}' from the BentoML store: {exc}") from exc
+        self.metrics = ServiceMetrics(str(self.model_ref.tag))
+        self.predictor.stage_timer = self.metrics.stage  # User LLM and search latency histograms
+        self.metrics.catalogue(len(self.predictor.item_ids))
         # Requests run concurrently in BentoML's thread pool: one torch/faiss thread each uses the cores without
         # oversubscription (HLLM_TORCH_THREADS overrides); set after loading, since an HNSW build uses every core.
         threads = int(os.environ.get("HLLM_TORCH_THREADS", "1"))
@@ -91,7 +98,8 @@ class HLLMService:
             raise bentoml.exceptions.ServiceUnavailable("no feature store configured (HLLM_FEAST_HOME): send history")
         from hllm_feature_repo.store import online_histories
 
-        found = online_histories(self.store, [user_id])[0]
+        with self.metrics.stage("history_read"):
+            found = online_histories(self.store, [user_id])[0]
         return found["item_ids"], found["length"]
 
     @bentoml.api
@@ -112,6 +120,7 @@ class HLLMService:
                 ranked, fallback = self.predictor.recommend([items], k, exclude_seen)[0], None
             except ValueError as exc:  # unknown item ids, named
                 raise bentoml.exceptions.InvalidArgument(str(exc)) from None
+        self.metrics.recommended(fallback)
         self.log.write(
             "recommend",
             user_id=user_id,
@@ -141,6 +150,7 @@ class HLLMService:
             ranked = self.predictor.recommend(histories, min(10, len(self.predictor.item_ids)))
         except ValueError as exc:
             raise bentoml.exceptions.InvalidArgument(str(exc)) from None
+        self.metrics.recommended(None, len(ranked))
         return [[item for item, _ in row] for row in ranked]
 
     @bentoml.api
@@ -159,6 +169,7 @@ class HLLMService:
             added, updated = self.catalogue.upsert([item.model_dump() for item in items])
         except ValueError as exc:
             raise bentoml.exceptions.InvalidArgument(str(exc)) from None
+        self.metrics.upserted(added, updated, len(self.predictor.item_ids))
         return {"added": added, "updated": updated, "catalogue": len(self.predictor.item_ids)}
 
     @bentoml.api
@@ -174,7 +185,9 @@ class HLLMService:
         when = int(timestamp if timestamp is not None else time.time())
         total = record_event(self.store, self.online_log, user_id, item_id, when, n=self.predictor.max_len).length
         self.log.write("event", user_id=user_id, item_id=item_id, timestamp=when, history_length=total)
+        self.metrics.event()
         return {"user_id": user_id, "history_length": total}
 
 
 HLLMService.add_asgi_middleware(BodyLimit, max_bytes=int(os.environ.get("HLLM_MAX_BODY_BYTES", str(1 << 20))))
+HLLMService.add_asgi_middleware(FaultInjection, faults=Faults.from_env())

@@ -112,8 +112,9 @@ def test_pyproject_lists_every_package_folder_under_its_installed_name() -> None
 
 def test_manifests_are_found_as_package_data() -> None:
     from hllm.manifests import MANIFESTS, SCHEMAS
-    from hllm.rollout import CANARY_OVERLAY
+    from hllm.rollout import ANALYSIS_TEMPLATE, OVERLAYS
 
-    assert (CANARY_OVERLAY / "kustomization.yaml").is_file()
+    assert all((overlay / "kustomization.yaml").is_file() for overlay in OVERLAYS.values())
+    assert ANALYSIS_TEMPLATE.is_file()
     assert any(SCHEMAS.glob("*.json"))
     assert (MANIFESTS / "base" / "kustomization.yaml").is_file()

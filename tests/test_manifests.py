@@ -79,31 +79,95 @@ def _render(path: str) -> str:
     return subprocess.run(["kubectl", "kustomize", str(REPO / path)], check=True, capture_output=True, text=True).stdout
 
 
-@pytest.mark.parametrize("overlay", ["manifests/base", "manifests/overlays/canary"])
+OVERLAYS = ["manifests/base", "manifests/overlays/istio", "manifests/overlays/no-mesh"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_kustomize_renders_and_every_manifest_validates(overlay: str) -> None:
     text = _render(overlay)
     kinds = [d["kind"] for d in yaml.safe_load_all(text)]
     assert validate_documents(text, overlay) == len(kinds)
     assert {
-        "Deployment",
+        "Rollout",
+        "AnalysisTemplate",
         "Service",
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "NetworkPolicy",
         "CronJob",
     } <= set(kinds)
-    assert {"ServiceAccount", "Role", "RoleBinding"} <= set(kinds)
+    assert {"ServiceAccount", "Role", "RoleBinding"} <= set(kinds) and "Deployment" not in kinds
+
+
+def _docs(text: str) -> dict[tuple[str, str], dict]:
+    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(text)}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rollout_is_a_canary_with_background_analysis_and_the_hpa_scales_it(overlay: str) -> None:
+    docs = _docs(_render(overlay))
+    canary = docs[("Rollout", "hllm")]["spec"]["strategy"]["canary"]
+    weights = [s["setWeight"] for s in canary["steps"] if "setWeight" in s]
+    assert weights == [10, 25, 50, 100]
+    assert all("pause" in canary["steps"][i + 1] for i, s in enumerate(canary["steps"][:-1]) if "setWeight" in s)
+    (ref,) = canary["analysis"]["templates"]
+    template = docs[("AnalysisTemplate", ref["templateName"])]
+    assert {a["name"] for a in canary["analysis"]["args"]} == {a["name"] for a in template["spec"]["args"]}
+    hash_arg = next(a for a in canary["analysis"]["args"] if a["name"] == "canary-hash")
+    assert hash_arg["valueFrom"] == {"podTemplateHashValue": "Latest"}
+    assert {m["name"] for m in template["spec"]["metrics"]} == {
+        "error-ratio",
+        "recommend-p99-seconds",
+        "fallback-ratio",
+    }
+    target = docs[("HorizontalPodAutoscaler", "hllm")]["spec"]["scaleTargetRef"]
+    assert target == {"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": "hllm"}
+
+
+def test_istio_overlay_routes_through_the_virtualservice_and_destinationrule() -> None:
+    docs = _docs(_render("manifests/overlays/istio"))
+    istio = docs[("Rollout", "hllm")]["spec"]["strategy"]["canary"]["trafficRouting"]["istio"]
+    service = docs[("VirtualService", istio["virtualService"]["name"])]
+    assert [r["name"] for r in service["spec"]["http"]] == istio["virtualService"]["routes"]
+    subsets = {s["name"] for s in docs[("DestinationRule", istio["destinationRule"]["name"])]["spec"]["subsets"]}
+    assert {istio["destinationRule"]["stableSubsetName"], istio["destinationRule"]["canarySubsetName"]} == subsets
+    assert [d["destination"]["subset"] for d in service["spec"]["http"][0]["route"]] == ["stable", "canary"]
+    no_mesh = _docs(_render("manifests/overlays/no-mesh"))
+    assert "trafficRouting" not in no_mesh[("Rollout", "hllm")]["spec"]["strategy"]["canary"]
+    assert not [k for k in no_mesh if k[0] in ("VirtualService", "DestinationRule")]
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        (("spec", "strategy", "canary"), "stepz"),
+        (("spec", "template", "spec", "containers", 0), "imagePullPolicyy"),
+    ],
+)
+def test_a_misspelt_rollout_field_fails_validation(path: tuple, field: str) -> None:
+    rollout = _docs(_render("manifests/base"))[("Rollout", "hllm")]
+    node = rollout
+    for key in path:
+        node = node[key]
+    node[field] = "x"
+    with pytest.raises(ManifestError, match=field):
+        validate_manifest(rollout)
+
+
+def test_a_misspelt_analysis_template_field_fails_validation() -> None:
+    template = _docs(_render("manifests/base"))[("AnalysisTemplate", "hllm-canary")]
+    template["spec"]["metrics"][0]["successCondtion"] = template["spec"]["metrics"][0].pop("successCondition")
+    with pytest.raises(ManifestError, match="successCondtion"):
+        validate_manifest(template)
 
 
 def test_service_pods_are_hardened() -> None:
-    for doc in yaml.safe_load_all(_render("manifests/overlays/canary")):
-        if doc["kind"] != "Deployment":
-            continue
-        pod = doc["spec"]["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
-        (container,) = pod["containers"]
-        assert container["securityContext"]["readOnlyRootFilesystem"] is True
-        assert {"readinessProbe", "livenessProbe", "resources"} <= set(container)
+    rollout = _docs(_render("manifests/overlays/istio"))[("Rollout", "hllm")]
+    pod = rollout["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"readinessProbe", "livenessProbe", "resources"} <= set(container)
 
 
 def test_drift_monitor_has_least_privilege() -> None:
@@ -117,36 +181,42 @@ def test_drift_monitor_has_least_privilege() -> None:
     assert cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"] == "hllm-drift-monitor"
 
 
-def test_deploy_canary_sets_image_and_weights() -> None:
+@pytest.mark.parametrize("mesh", ["istio", "none"])
+def test_deploy_canary_sets_the_rollouts_image_and_model(mesh: str) -> None:
     from hllm.rollout import render_canary
 
-    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(render_canary("reg:5000/hllm:1.2.3", 25))}
-    canary = docs[("Deployment", "hllm-canary")]["spec"]["template"]["spec"]["containers"][0]["image"]
-    stable = docs[("Deployment", "hllm")]["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert canary == "reg:5000/hllm:1.2.3" and stable == "ghcr.io/hllm-project/hllm:0.1.0-cpu"
-    routes = docs[("VirtualService", "hllm")]["spec"]["http"][0]["route"]
-    assert [(r["destination"]["subset"], r["weight"]) for r in routes] == [("stable", 75), ("canary", 25)]
+    docs = _docs(render_canary("reg:5000/hllm:1.2.3", model="hllm:new123", mesh=mesh))
+    (container,) = docs[("Rollout", "hllm")]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "reg:5000/hllm:1.2.3"
+    assert container["env"][0] == {"name": "HLLM_MODEL", "value": "hllm:new123"}
+    # only the service moves to the new image; the drift monitor keeps the release's
+    cron = docs[("CronJob", "hllm-drift-monitor")]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert cron["containers"][0]["image"] == "ghcr.io/hllm-project/hllm:0.1.0-cpu"
+    assert (("VirtualService", "hllm") in docs) == (mesh == "istio")
 
 
-def test_deploy_canary_pins_the_models_each_version_serves() -> None:
+def test_deploy_canary_without_a_model_keeps_the_templates() -> None:
     from hllm.rollout import render_canary
 
-    text = render_canary("reg/hllm:2", 10, model="hllm:new123", stable_model="hllm:old456")
-    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(text)}
-    env = {
-        name: docs[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0]["env"][0]
-        for name in ("hllm", "hllm-canary")
-    }
-    assert env["hllm-canary"] == {"name": "HLLM_MODEL", "value": "hllm:new123"}
-    assert env["hllm"] == {"name": "HLLM_MODEL", "value": "hllm:old456"}
+    (container,) = _docs(render_canary("reg/hllm@sha256:abc"))[("Rollout", "hllm")]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert container["image"] == "reg/hllm@sha256:abc" and container["env"][0]["value"] == "hllm:latest"
 
 
-@pytest.mark.parametrize(("image", "weight", "match"), [("reg/hllm:1", 101, "weight=101"), ("reg:5000/hllm", 5, "tag")])
-def test_deploy_canary_rejects_bad_arguments(image: str, weight: int, match: str) -> None:
+@pytest.mark.parametrize(
+    ("image", "kwargs", "match"),
+    [
+        ("reg:5000/hllm", {}, "tag"),
+        ("reg/hllm:1", {"mesh": "linkerd"}, "mesh='linkerd'"),
+        ("reg/hllm:1", {"model": "hllm"}, "name:version"),
+    ],
+)
+def test_deploy_canary_rejects_bad_arguments(image: str, kwargs: dict, match: str) -> None:
     from hllm.rollout import render_canary
 
     with pytest.raises(ValueError, match=match):
-        render_canary(image, weight)
+        render_canary(image, **kwargs)
 
 
 def test_deploy_canary_cli_writes_a_valid_file(tmp_path: Path) -> None:
@@ -155,28 +225,12 @@ def test_deploy_canary_cli_writes_a_valid_file(tmp_path: Path) -> None:
     from hllm.cli import app
 
     result = CliRunner().invoke(
-        app, ["deploy", "canary", "--image", "r/hllm:2", "--weight", "5", "--out", str(tmp_path / "c.yaml")]
+        app, ["deploy", "canary", "--image", "r/hllm:2", "--model", "hllm:v2", "--out", str(tmp_path / "c.yaml")]
     )
     assert result.exit_code == 0, result.output
-    assert validate_documents((tmp_path / "c.yaml").read_text()) == 14  # 10 base + 1 policy + 3 canary
-
-
-@pytest.mark.parametrize(
-    ("canary", "stable", "action"),
-    [
-        ((1000, 2, 30.0), (5000, 10, 28.0), "promote"),
-        ((100, 0, 30.0), (5000, 10, 28.0), "hold"),
-        ((1000, 30, 30.0), (5000, 10, 28.0), "rollback"),  # 3% errors
-        ((1000, 2, 60.0), (5000, 10, 28.0), "rollback"),  # p99 over the 50 ms target
-        ((1000, 2, 45.0), (5000, 10, 30.0), "rollback"),  # 1.5x stable's p99
-        ((100, 20, 30.0), (5000, 10, 28.0), "rollback"),  # breach beats "not enough traffic"
-    ],
-)
-def test_canary_decision(canary, stable, action) -> None:
-    from hllm.rollout import VersionMetrics, decide_canary
-
-    decision = decide_canary(VersionMetrics(*canary), VersionMetrics(*stable))
-    assert decision.action == action and decision.reasons
+    text = (tmp_path / "c.yaml").read_text()
+    assert validate_documents(text) == 14  # 12 base (Rollout, AnalysisTemplate, ...) + VirtualService + DestinationRule
+    assert "kubectl apply" in result.output
 
 
 def test_recurring_run_definition_matches_what_submit_sends() -> None:

@@ -1,7 +1,8 @@
 """gate: may the candidate replace the champion? Absolute floors, lift over popularity, no regression.
 
-The champion is the latest model registered under ``model_name`` in the BentoML store (only models that passed
-this gate are registered), or none when ``champion`` is ``"none"``; ``champion`` may also name a model tag.
+The champion is the model labelled champion under ``model_name`` in the BentoML store (``hllm deploy promote``),
+or, before any promotion, the latest registered (``hllm_serving.registry.resolve``); ``champion`` may also be
+``"latest"``, ``"none"`` or a model tag.
 Returns whether the candidate passed; the decision artifact holds every check with its numbers.
 """
 
@@ -17,7 +18,7 @@ def gate(
     decision: Output[Artifact],
     thresholds: str = "{}",
     model_name: str = "hllm",
-    champion: str = "latest",
+    champion: str = "champion",
 ) -> bool:
     import json
 
@@ -28,18 +29,12 @@ def gate(
         values = json.load(f)
     rules = GateThresholds.from_json(thresholds)  # a bad threshold fails before any scoring
     champion_metrics, how = None, "no champion"
-    if champion != "none":
-        import bentoml
+    from hllm_serving.registry import resolve
 
-        tag = champion if ":" in champion else f"{model_name}:{champion}"
-        try:
-            saved = bentoml.models.get(tag)
-        except bentoml.exceptions.NotFound:
-            if champion != "latest":
-                raise
-        else:
-            stored = dict(saved.info.metadata)
-            champion_metrics, how = champion_test_metrics(saved.path, stored, load_dataset(dataset.path))
+    saved = resolve(model_name, champion)  # a tag that is not in the store raises
+    if saved is not None:
+        stored = dict(saved.info.metadata)
+        champion_metrics, how = champion_test_metrics(saved.path, stored, load_dataset(dataset.path))
     result = decide(values["test"], values["popularity_test"], rules, champion_metrics)
     result.reasons.insert(0, f"champion: {how}")
     result.save(decision.path)

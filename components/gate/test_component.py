@@ -62,3 +62,22 @@ def test_champion_from_other_data_is_rescored_on_this_split(prepared, trained, t
     result = json.loads(Path(decision.path).read_text())
     assert result["champion"]["ndcg@10"] != 0.99 and result["champion"]["count"] == 80  # scored here, not copied
     assert result["reasons"][0].startswith("champion: champion re-scored on this dataset (0 new items")
+
+
+def test_the_promoted_champion_is_compared_not_the_latest_model(prepared, tmp_path: Path) -> None:
+    import bentoml
+
+    from hllm_serving.registry import promote
+
+    fingerprint = prepared.metadata["fingerprint"]
+    for ndcg in (0.2, 0.01):  # the champion first, then a weaker model registered later
+        metadata = {"metrics": {"test": {"ndcg@10": ndcg}}, "dataset_fingerprint": fingerprint}
+        with bentoml.models.create("gate-champion", metadata=metadata) as saved:
+            pass
+        if ndcg == 0.2:
+            promote(str(saved.tag))
+    decision = artifact(dsl.Artifact, tmp_path / "decision")
+    passed = component.python_func(
+        scores=_scores(tmp_path, 0.1), dataset=prepared, decision=decision, model_name="gate-champion"
+    )
+    assert passed is False and json.loads(Path(decision.path).read_text())["champion"] == {"ndcg@10": 0.2}

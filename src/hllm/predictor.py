@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +29,10 @@ logger = logging.getLogger(__name__)
 POPULAR_FILE = "popular_items.json"  # training-popularity order, the fallback for users without history
 
 
+def _untimed(stage: str) -> AbstractContextManager:
+    return nullcontext()
+
+
 class Predictor:
     """Rank a catalogue for user histories with a trained model.
 
@@ -39,6 +44,10 @@ class Predictor:
         popular: item ids by training popularity, most popular first (fallback for empty histories).
         index_kind: ``exact``, ``faiss`` or ``auto`` (by catalogue size; see `hllm.index`).
     """
+
+    # `recommend` runs its stages inside ``with stage_timer("user_llm")`` / ``("search")``: the service sets a
+    # timer that feeds its latency histograms; by default nothing is measured.
+    stage_timer: Callable[[str], AbstractContextManager] = staticmethod(_untimed)
 
     def __init__(
         self,
@@ -114,9 +123,11 @@ class Predictor:
         if not 1 <= k <= len(self.item_ids):
             raise ValueError(f"k={k} must be in [1, {len(self.item_ids)}] (the catalogue size)")
         indices = self.encode_histories(histories)
-        users = self.user_vectors(indices)
+        with self.stage_timer("user_llm"):
+            users = self.user_vectors(indices)
         exclude = [sorted(set(h)) for h in indices] if exclude_seen else None
-        scores, top = self.ann.search(users, k, exclude)
+        with self.stage_timer("search"):
+            scores, top = self.ann.search(users, k, exclude)
         return self._pairs(scores, top)
 
     def _pairs(self, scores: Tensor, top: Tensor) -> list[list[tuple[str, float]]]:

@@ -1,19 +1,26 @@
-"""Canary rollout: render the canary overlay for an image and a traffic weight, and decide from live metrics
-whether to promote the canary, roll it back or keep watching."""
+"""Canary rollout with Argo Rollouts: render the service's Rollout for a new image and model, validated offline.
+
+Applying the rendered manifests changes the Rollout's pod template; the Argo Rollouts controller then runs the
+canary (10% -> 25% -> 50% -> 100% with pauses, ``manifests/base/rollout.yaml``) and its background analysis
+(``manifests/base/analysistemplate.yaml``; `hllm.analysis` runs the same template locally), and promotes the
+canary or rolls it back. ``mesh="istio"`` routes the weights through the Istio VirtualService; ``mesh="none"``
+weights by replica counts.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from hllm.manifests import MANIFESTS, validate_documents
 
-CANARY_OVERLAY = MANIFESTS / "overlays" / "canary"
+OVERLAYS = {"istio": MANIFESTS / "overlays" / "istio", "none": MANIFESTS / "overlays" / "no-mesh"}
+ANALYSIS_TEMPLATE = MANIFESTS / "base" / "analysistemplate.yaml"
+ROLLOUT = {"group": "argoproj.io", "kind": "Rollout", "name": "hllm"}
 
 
 def split_image(image: str) -> dict[str, str]:
@@ -27,58 +34,47 @@ def split_image(image: str) -> dict[str, str]:
     return {"newName": name, "newTag": tag}
 
 
-def _model_patch(deployment: str, model: str) -> dict:
-    # HLLM_MODEL is the first env entry of the service container (manifests/base/deployment.yaml).
-    return {
-        "target": {"group": "apps", "kind": "Deployment", "name": deployment},
-        "patch": yaml.safe_dump(
-            [
-                {"op": "test", "path": "/spec/template/spec/containers/0/env/0/name", "value": "HLLM_MODEL"},
-                {"op": "replace", "path": "/spec/template/spec/containers/0/env/0/value", "value": model},
-            ]
-        ),
-    }
+def rollout_patch(image: str, model: str | None = None) -> list[dict]:
+    """JSON patch (RFC 6902) pointing the Rollout's service container at ``image`` and model tag ``model``.
 
-
-def render_canary(
-    image: str,
-    weight: int,
-    overlay: Path = CANARY_OVERLAY,
-    *,
-    model: str | None = None,
-    stable_model: str | None = None,
-) -> str:
-    """The canary overlay with the canary on ``image`` receiving ``weight`` % of traffic, validated offline.
-
-    ``model`` / ``stable_model`` pin the BentoML model tag each version serves (default ``hllm:latest``, which a
-    restart of the stable pods would silently move to the newest model: pin both in production).
+    The service container is the Rollout's first and HLLM_MODEL its first env entry (manifests/base/rollout.yaml);
+    ``test`` operations make the patch fail, rather than change the wrong field, if that layout ever changes.
     """
-    if not 0 <= weight <= 100:
-        raise ValueError(f"weight={weight} must be in [0, 100]")
-    for tag in (model, stable_model):
-        if tag is not None and (":" not in tag or tag.endswith(":")):
-            raise ValueError(f"model tag '{tag}' must be name:version")
+    split_image(image)  # refuses an image without tag or digest
+    if model is not None and (":" not in model or model.startswith(":") or model.endswith(":")):
+        raise ValueError(f"model tag '{model}' must be name:version")
+    container = "/spec/template/spec/containers/0"
+    ops = [
+        {"op": "test", "path": f"{container}/name", "value": "hllm"},
+        {"op": "replace", "path": f"{container}/image", "value": image},
+    ]
+    if model:
+        ops += [
+            {"op": "test", "path": f"{container}/env/0/name", "value": "HLLM_MODEL"},
+            {"op": "replace", "path": f"{container}/env/0/value", "value": model},
+        ]
+    return ops
+
+
+def render_canary(image: str, *, model: str | None = None, mesh: str = "istio") -> str:
+    """The Rollout's manifests with the service on ``image`` serving BentoML model ``model``, validated offline.
+
+    Args:
+        image: the service image, with an explicit tag or digest.
+        model: the BentoML model tag (``name:version``) the new pods serve; default: the template's
+            (``hllm:latest``, which moves with every registration: pin it in production).
+        mesh: ``istio`` (VirtualService weights) or ``none`` (weights by replica count).
+    """
+    patch = rollout_patch(image, model)
+    if mesh not in OVERLAYS:
+        raise ValueError(f"mesh='{mesh}' must be one of {sorted(OVERLAYS)}")
+    overlay = OVERLAYS[mesh]
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [],
-        "images": [{"name": "hllm-canary", **split_image(image)}],
-        "patches": [
-            {
-                "target": {"group": "networking.istio.io", "kind": "VirtualService", "name": "hllm"},
-                "patch": yaml.safe_dump(
-                    [
-                        {"op": "replace", "path": "/spec/http/0/route/0/weight", "value": 100 - weight},
-                        {"op": "replace", "path": "/spec/http/0/route/1/weight", "value": weight},
-                    ]
-                ),
-            }
-        ],
+        "patches": [{"target": ROLLOUT, "patch": yaml.safe_dump(patch)}],
     }
-    if model:
-        kustomization["patches"].append(_model_patch("hllm-canary", model))
-    if stable_model:
-        kustomization["patches"].append(_model_patch("hllm", stable_model))
     with tempfile.TemporaryDirectory() as tmp:
         kustomization["resources"] = [os.path.relpath(overlay.resolve(), tmp)]  # kustomize refuses absolute roots
         (Path(tmp) / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
@@ -92,55 +88,5 @@ def render_canary(
             raise ValueError("kubectl is not installed (needed for `kubectl kustomize`)") from None
     if done.returncode != 0:
         raise ValueError(f"kustomize failed on {overlay}: {done.stderr.strip()}")
-    validate_documents(done.stdout, "canary overlay")
+    validate_documents(done.stdout, f"rollout ({mesh})")
     return done.stdout
-
-
-@dataclass
-class VersionMetrics:
-    """Live metrics of one version over the observation window (from Prometheus)."""
-
-    requests: int
-    errors: int
-    p99_ms: float
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-
-@dataclass
-class CanaryPolicy:
-    min_requests: int = 500
-    max_error_rate: float = 0.01
-    max_error_rate_increase: float = 0.005
-    max_p99_ms: float = 50.0
-    max_p99_ratio: float = 1.2
-
-
-@dataclass
-class CanaryDecision:
-    action: str  # promote | rollback | hold
-    reasons: list[str] = field(default_factory=list)
-
-
-def decide_canary(canary: VersionMetrics, stable: VersionMetrics, policy: CanaryPolicy | None = None) -> CanaryDecision:
-    """Roll back on any breach (errors or latency, absolute or against stable), hold until enough traffic, else
-    promote."""
-    policy = policy or CanaryPolicy()
-    breaches = []
-    if canary.error_rate > policy.max_error_rate:
-        breaches.append(f"error rate {canary.error_rate:.4f} > {policy.max_error_rate}")
-    if canary.error_rate > stable.error_rate + policy.max_error_rate_increase:
-        breaches.append(
-            f"error rate {canary.error_rate:.4f} > stable {stable.error_rate:.4f} + {policy.max_error_rate_increase}"
-        )
-    if canary.p99_ms > policy.max_p99_ms:
-        breaches.append(f"p99 {canary.p99_ms:.1f} ms > {policy.max_p99_ms} ms")
-    if stable.p99_ms and canary.p99_ms > stable.p99_ms * policy.max_p99_ratio:
-        breaches.append(f"p99 {canary.p99_ms:.1f} ms > {policy.max_p99_ratio}x stable ({stable.p99_ms:.1f} ms)")
-    if breaches:
-        return CanaryDecision("rollback", breaches)
-    if canary.requests < policy.min_requests:
-        return CanaryDecision("hold", [f"{canary.requests} canary requests < {policy.min_requests} needed to judge"])
-    return CanaryDecision("promote", [f"{canary.requests} requests, error rate and p99 within limits"])

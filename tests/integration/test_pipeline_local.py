@@ -53,6 +53,8 @@ def test_good_run_registers_a_model_with_features_and_report(good_run) -> None:
     histories = online_histories(open_store(out / "feast"), ["u00000", "nobody"])
     assert len(histories[0]["item_ids"]) > 0 and histories[0]["timestamps"] == sorted(histories[0]["timestamps"])
     assert histories[1]["item_ids"] == []
+    rendered = Path(summary["artifacts"]["deploy.manifests"]) / "rollout.yaml"  # rendered, never applied locally
+    assert f"value: {summary['registered']}" in rendered.read_text()
 
 
 def test_good_run_prints_a_line_per_step_start_and_end_then_the_summary_table(good_run) -> None:

@@ -55,9 +55,7 @@ def test_wheel_renders_the_canary_outside_the_repo(wheel_env) -> None:
         ["hllm", "deploy", "canary", "--image", "registry.example/hllm:1.2.3", "--out", "canary.yaml"], cwd, env
     )
     docs = [d for d in yaml.safe_load_all((cwd / "canary.yaml").read_text()) if d]
-    images = {
-        c["image"] for d in docs if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]
-    }
+    images = {c["image"] for d in docs if d["kind"] == "Rollout" for c in d["spec"]["template"]["spec"]["containers"]}
     assert "registry.example/hllm:1.2.3" in images, (images, done.stderr)
 
 

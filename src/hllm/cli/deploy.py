@@ -1,33 +1,99 @@
-"""``hllm deploy``: render (and validate offline) the Kubernetes manifests of a rollout."""
+"""``hllm deploy``: render the Argo Rollouts canary (validated offline) and run its analysis locally."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from hllm.cli.common import _guarded, app, console, out
+from hllm.cli.common import EXIT_BAD_INPUT, _guarded, app, console, out
 
-deploy_app = typer.Typer(help="Render Kubernetes manifests for rollouts.", no_args_is_help=True)
+deploy_app = typer.Typer(help="Canary rollouts: render the Rollout, run its analysis.", no_args_is_help=True)
 app.add_typer(deploy_app, name="deploy")
+EXIT_ANALYSIS_FAILED = 5  # hllm deploy analyze: the canary analysis did not succeed
 
 
 @deploy_app.command("canary")
 def deploy_canary(
-    image: Annotated[str, typer.Option(help="The canary image, with an explicit tag or digest.")],
-    weight: Annotated[int, typer.Option(help="Percent of traffic to the canary (0-100).")] = 10,
-    model: Annotated[str | None, typer.Option(help="BentoML model tag the canary serves.")] = None,
-    stable_model: Annotated[str | None, typer.Option(help="BentoML model tag the stable version serves.")] = None,
+    image: Annotated[str, typer.Option(help="The new service image, with an explicit tag or digest.")],
+    model: Annotated[str | None, typer.Option(help="BentoML model tag (name:version) the new pods serve.")] = None,
+    mesh: Annotated[str, typer.Option(help="istio: weights by VirtualService; none: by replica count.")] = "istio",
     output: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
 ) -> None:
-    """Render the canary overlay (stable + canary Deployments, Istio traffic split), validated offline."""
+    """Render the Rollout (canary steps, AnalysisTemplate, HPA, ...) on the new image/model, validated offline.
+
+    Applying it starts the canary: the Argo Rollouts controller shifts traffic step by step while the analysis
+    runs, then promotes or rolls back.
+    """
     from hllm.rollout import render_canary
 
-    text = _guarded(lambda: render_canary(image, weight, model=model, stable_model=stable_model))
+    text = _guarded(lambda: render_canary(image, model=model, mesh=mesh))
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
-        console.print(f"wrote {output} (canary {image} at {weight}%); apply with: kubectl apply -f {output}")
+        console.print(f"wrote {output} ({image}, mesh {mesh}); start the canary with: kubectl apply -f {output}")
     else:
         out.print(text, end="", highlight=False, markup=False)
+
+
+@deploy_app.command("analyze")
+def deploy_analyze(
+    prometheus: Annotated[str, typer.Option(help="Prometheus base URL (its /api/v1/query is used).")],
+    args: Annotated[
+        list[str] | None, typer.Option("--arg", help="Template arg name=value, e.g. canary-hash=6d4f9c7b8.")
+    ] = None,
+    template: Annotated[Path | None, typer.Option(help="AnalysisTemplate YAML [default: the service's].")] = None,
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the run as JSON here.")] = None,
+) -> None:
+    """Run the canary's AnalysisTemplate locally against a Prometheus, as Argo would; exit 5 unless Successful.
+
+    Takes as long as the template says (interval x count).
+    """
+    from dataclasses import asdict
+
+    from hllm.analysis import PrometheusAPI, load_template, run_analysis
+    from hllm.rollout import ANALYSIS_TEMPLATE
+
+    def action():
+        values = dict(arg.split("=", 1) for arg in args or [] if "=" in arg)
+        if len(values) != len(args or []):
+            raise ValueError(f"--arg must be name=value, got {args}")
+        return run_analysis(load_template(template or ANALYSIS_TEMPLATE), values, PrometheusAPI(prometheus))
+
+    run = _guarded(action)
+    out.print(run.summary(), highlight=False, markup=False)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(asdict(run), indent=2, default=str))
+    if run.phase != "Successful":
+        raise typer.Exit(EXIT_ANALYSIS_FAILED)
+
+
+@deploy_app.command("promote")
+def deploy_promote(
+    tag: Annotated[str, typer.Argument(help="The BentoML model tag that won its canary (name:version).")],
+) -> None:
+    """Label ``tag`` champion in the BentoML store (the gate's reference); the previous champion is retired."""
+    import bentoml
+
+    from hllm_serving.registry import promote
+
+    try:
+        new, previous = _guarded(lambda: promote(tag))
+    except bentoml.exceptions.NotFound:
+        console.print(f"[red]error:[/red] no model '{tag}' in the BentoML store")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    console.print(f"champion: {new}" + (f" (was {previous}, now retired)" if previous else " (first champion)"))
+
+
+@deploy_app.command("rollback")
+def deploy_rollback(
+    model_name: Annotated[str, typer.Option(help="The model name in the BentoML store.")] = "hllm",
+) -> None:
+    """Give the champion label back to the previous champion; the current one is marked rolled-back."""
+    from hllm_serving.registry import rollback
+
+    restored, demoted = _guarded(lambda: rollback(model_name))
+    console.print(f"champion: {restored} (restored; {demoted} rolled back)")
