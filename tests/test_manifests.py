@@ -243,3 +243,18 @@ def test_recurring_run_definition_matches_what_submit_sends() -> None:
     from hllm.gating import GateThresholds
 
     GateThresholds.from_json(spec["parameters"]["gate_thresholds"])  # a valid gate configuration
+
+
+def test_online_store_redis_is_durable_and_reachable_only_by_the_service_and_pipeline() -> None:
+    text = _render("manifests/online-store")
+    assert validate_documents(text, "online-store") == 4
+    docs = _docs(text)
+    conf = docs[("ConfigMap", "hllm-redis")]["data"]["redis.conf"].split("\n")
+    assert "appendonly yes" in conf and "maxmemory-policy noeviction" in conf  # the event log must never be evicted
+    redis_pods = docs[("StatefulSet", "hllm-redis")]["spec"]["template"]["metadata"]["labels"]
+    # The service's egress rule (base NetworkPolicy) selects exactly these pods on the Redis port.
+    service_policy = _docs(_render("manifests/base"))[("NetworkPolicy", "hllm")]
+    egress = [rule for rule in service_policy["spec"]["egress"] if {"protocol": "TCP", "port": 6379} in rule["ports"]]
+    assert egress and all(peer["podSelector"]["matchLabels"].items() <= redis_pods.items() for peer in egress[0]["to"])
+    ingress = docs[("NetworkPolicy", "hllm-redis")]["spec"]["ingress"][0]["from"]
+    assert {"app": "hllm"} in [peer.get("podSelector", {}).get("matchLabels") for peer in ingress]
