@@ -165,13 +165,13 @@ def build_faiss(vectors: Tensor, kind: str = "ivf", **params) -> FaissIndex:
         return FaissIndex(index, "faiss-hnsw", p)
     if kind != "ivf":
         raise ValueError(f"faiss index kind '{kind}' must be ivf or hnsw")
-    p = {"nlist": ivf_nlist(n), "nprobe": IVF_NPROBE, "train_size": 0, "seed": 0, **params}
+    p = {"nlist": ivf_nlist(n), "nprobe": IVF_NPROBE, "train_size": 0, "niter": 10, "seed": 0, **params}
     nlist = min(int(p["nlist"]), max(n // 39, 1))  # faiss wants >= 39 training points per list
     p["nlist"] = nlist
-    p["train_size"] = min(int(p["train_size"]) or 64 * nlist, n)
+    p["train_size"] = min(int(p["train_size"]) or 40 * nlist, n)
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = int(p["seed"])
+    index.cp.seed, index.cp.niter = int(p["seed"]), int(p["niter"])
     sample = np.random.default_rng(int(p["seed"])).choice(n, p["train_size"], replace=False)
     index.train(data[np.sort(sample)])
     index.add(data)
@@ -179,14 +179,14 @@ def build_faiss(vectors: Tensor, kind: str = "ivf", **params) -> FaissIndex:
 
 
 def build_index(vectors: Tensor, kind: str = "auto", faiss_min_items: int = FAISS_MIN_ITEMS, **params):
-    """``exact`` | ``ivf`` | ``hnsw`` | ``faiss`` (= ``ivf``) | ``auto`` (``ivf`` from ``faiss_min_items`` up)."""
+    """``exact`` | ``ivf`` | ``hnsw`` | ``faiss`` (= ``hnsw``) | ``auto`` (``hnsw`` from ``faiss_min_items`` up)."""
     if kind not in KINDS:
         raise ValueError(f"index kind '{kind}' must be one of {', '.join(KINDS)}")
     if kind == "auto":
-        kind = "ivf" if len(vectors) - 1 >= faiss_min_items else "exact"
+        kind = "hnsw" if len(vectors) - 1 >= faiss_min_items else "exact"
     start = time.perf_counter()
     index = (
-        ExactIndex(vectors) if kind == "exact" else build_faiss(vectors, "ivf" if kind == "faiss" else kind, **params)
+        ExactIndex(vectors) if kind == "exact" else build_faiss(vectors, "hnsw" if kind == "faiss" else kind, **params)
     )
     logger.info("item index: %s over %d items in %.1f s", index.kind, len(index), time.perf_counter() - start)
     return index

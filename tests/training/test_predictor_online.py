@@ -80,7 +80,7 @@ def test_faiss_index_agrees_with_exact_search() -> None:
     assert overlap / 500 > 0.95
     assert not {0, 1, 2, 3} & set(approx_rows.flatten().tolist())
     assert torch.all(approx_scores[:, :-1] >= approx_scores[:, 1:] - 1e-6)
-    assert build_index(vectors, "auto", faiss_min_items=1000).kind == "faiss-ivf"
+    assert build_index(vectors, "auto", faiss_min_items=1000).kind == "faiss-hnsw"
     assert build_index(vectors, "auto").kind == "exact"
     with pytest.raises(ValueError, match="index kind"):
         build_index(vectors, "annoy")
