@@ -1,6 +1,6 @@
 """register: save the model to the BentoML model store with its metrics, config, lineage and item index.
 
-The item index (`hllm.index.write_index`, kind ``index``: ``auto`` = exact below 50k items, IVF-Flat above) is
+The item index (`hllm.index.write_index`, kind ``index``: ``auto`` = exact below 50k items, HNSW-Flat above) is
 built here, once, into the stored model folder (``item_index/``): servers memory-map it instead of building it.
 """
 
