@@ -38,7 +38,7 @@ FAISS_FILE = "index.faiss"
 FORMAT = 1
 KINDS = ("auto", "exact", "faiss", "ivf", "hnsw")
 # Shipped settings, chosen on clustered (trained-like) item vectors: docs/serving.md, benchmarks/results/.
-HNSW_DEFAULTS = {"m": 32, "ef_construction": 100, "ef_search": 512}
+HNSW_DEFAULTS = {"m": 32, "ef_construction": 100, "ef_search": 1536}
 IVF_NPROBE = 32
 SAMPLE_ROWS = 16  # rows of the indexed vectors kept in index.json to check the index matches the model
 
