@@ -76,7 +76,12 @@ def build_model(n_items: int, out: Path) -> Path:
 
 
 def register(model_dir: Path, name: str) -> str:
+    """Register with the item index the pipeline's register step would store (so the server maps, not builds)."""
     import bentoml
+
+    from hllm.index import write_index
+
+    write_index(model_dir)
 
     with bentoml.models.create(name) as saved:
         shutil.copytree(model_dir, saved.path, dirs_exist_ok=True)
@@ -200,14 +205,14 @@ def hnsw_recall(n_items: int, queries: int = 500) -> dict:
     """Recall@10 of the faiss HNSW index against exact search, on normalised random vectors of this size."""
     import torch
 
-    from hllm.index import ExactIndex, FaissIndex
+    from hllm.index import ExactIndex, build_index
 
     torch.manual_seed(1)
     vectors = torch.nn.functional.normalize(torch.randn(n_items + 1, 128), dim=-1)
     vectors[0] = 0
     users = torch.nn.functional.normalize(torch.randn(queries, 128), dim=-1)
     started = time.perf_counter()
-    approx = FaissIndex(vectors)
+    approx = build_index(vectors, "hnsw")
     build_s = time.perf_counter() - started
     exact_rows = ExactIndex(vectors).search(users, 10)[1]
     approx_rows = approx.search(users, 10)[1]

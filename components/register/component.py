@@ -1,4 +1,8 @@
-"""register: save the model to the BentoML model store with its metrics, config and lineage."""
+"""register: save the model to the BentoML model store with its metrics, config, lineage and item index.
+
+The item index (`hllm.index.write_index`, kind ``index``: ``auto`` = exact below 50k items, HNSW-Flat above) is
+built here, once, into the stored model folder (``item_index/``): servers memory-map it instead of building it.
+"""
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
@@ -15,6 +19,7 @@ def register(
     model_name: str = "hllm",
     pipeline_run: str = "",
     feast_home: str = "",
+    index: str = "auto",
 ):
     import json
     import shutil
@@ -23,6 +28,7 @@ def register(
     import bentoml
 
     import hllm
+    from hllm.index import write_index
 
     def without_nulls(value):  # BentoML metadata holds no None; settings left unset are null in the run config
         if isinstance(value, dict):
@@ -44,7 +50,14 @@ def register(
     labels = {"model": config["train"]["model"], "mode": config["train"]["mode"], "stage": "candidate"}
     with bentoml.models.create(model_name, labels=labels, metadata=metadata) as saved:
         shutil.copytree(model.path, saved.path, dirs_exist_ok=True)
-    record = {"tag": str(saved.tag), "path": saved.path, "store": str(Path(saved.path).parents[1])}
+        index_dir = write_index(saved.path, index)
+    index_meta = json.loads((index_dir / "index.json").read_text())
+    record = {
+        "tag": str(saved.tag),
+        "path": saved.path,
+        "store": str(Path(saved.path).parents[1]),
+        "index": {"kind": index_meta["kind"], "params": index_meta["params"], "items": index_meta["items"]},
+    }
     Path(registration.path).write_text(json.dumps(record, indent=2))
     registration.metadata.update(record)
 

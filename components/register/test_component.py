@@ -31,4 +31,9 @@ def test_registered_model_carries_metrics_config_and_lineage(prepared, trained, 
     assert saved.info.labels["model"] == "hllm"
     # The stored folder is a complete model: the Predictor loads it as is.
     assert Predictor.load(saved.path).item_ids == Predictor.load(model.path).item_ids
+    # The item index is built here and stored with the model; 60 items: the recorded kind is exact search.
+    index = json.loads((Path(saved.path) / "item_index" / "index.json").read_text())
+    assert index["kind"] == "exact" and index["items"] == len(Predictor.load(model.path).item_ids)
+    assert json.loads(Path(record.path).read_text())["index"]["kind"] == "exact"
+    assert Predictor.load(saved.path, index_kind="auto").ann.kind == "exact"
     assert bentoml.models.get("register-test:latest").tag == saved.tag

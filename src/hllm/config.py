@@ -276,7 +276,7 @@ def deepspeed_config(config: TrainConfig, total_steps: int, bf16: bool) -> dict[
     }
 
 
-INDEX_KINDS = ("auto", "exact", "faiss")
+INDEX_KINDS = ("auto", "exact", "faiss", "ivf", "hnsw")  # hllm.index builds these (faiss = hnsw)
 
 
 @dataclasses.dataclass
@@ -286,7 +286,8 @@ class ServingConfig:
     ``hllm serve`` passes these to the service as the ``HLLM_*`` environment variables it reads (`to_env`).
 
     Attributes:
-        index: item index: ``exact``, ``faiss`` (HNSW) or ``auto`` (by catalogue size; see `hllm.index`).
+        index: item index: ``auto`` (the one stored with the model, built by the pipeline), ``exact``, ``hnsw``
+            (``faiss``) or ``ivf`` (built at start; see `hllm.index`).
         torch_threads: torch/faiss threads per request (requests already run concurrently).
         max_body_bytes: larger request bodies are refused with 413 before they reach the API.
         request_log: JSONL request log for drift checks; ``null`` for none.

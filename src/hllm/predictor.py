@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hllm.data.schema import DataError
-from hllm.index import build_index
+from hllm.index import open_index
 from hllm.models.recommender import ITEM_IDS_FILE, Recommender, load_recommender
 from hllm.training.data import PAD, ItemVocab, left_pad
 
@@ -42,7 +42,8 @@ class Predictor:
         item_vectors: (N + 1, D) raw item vectors, row 0 padding.
         max_len: most recent history items the user model reads; `load` takes it from the saved model.
         popular: item ids by training popularity, most popular first (fallback for empty histories).
-        index_kind: ``exact``, ``faiss`` or ``auto`` (by catalogue size; see `hllm.index`).
+        index_kind: ``exact``, ``ivf``, ``hnsw``, ``faiss`` or ``auto`` (by catalogue size; see `hllm.index`).
+        index_dir: a model folder whose stored item index (``item_index/``) is read instead of building one.
     """
 
     # `recommend` runs its stages inside ``with stage_timer("user_llm")`` / ``("search")``: the service sets a
@@ -57,6 +58,7 @@ class Predictor:
         max_len: int,
         popular: Sequence[str] | None = None,
         index_kind: str = "exact",
+        index_dir: str | Path | None = None,
     ) -> None:
         if len(item_ids) + 1 != len(item_vectors):
             raise ValueError(f"{len(item_ids)} item ids for {len(item_vectors) - 1} item vectors")
@@ -67,19 +69,20 @@ class Predictor:
         self.popular = [i for i in (popular or []) if i in self.index]
         self.index_kind = index_kind
         self._upsert_lock = threading.Lock()
-        self._set_vectors(item_vectors)
+        self._set_vectors(item_vectors, index_dir)
 
     def _scoring(self, raw: Tensor) -> Tensor:
         return F.normalize(raw.float(), dim=-1) if self.model.similarity == "cosine" else raw.float()
 
-    def _set_vectors(self, vectors: Tensor) -> None:
+    def _set_vectors(self, vectors: Tensor, index_dir: str | Path | None = None) -> None:
         self.raw_vectors = vectors.detach().float()
         self.scoring_vectors = self._scoring(self.raw_vectors)
-        self.ann = build_index(self.scoring_vectors, self.index_kind)
+        self.ann = open_index(self.scoring_vectors, self.index_kind, index_dir)
 
     @classmethod
     def load(cls, model_dir: str | Path, items: pd.DataFrame | None = None, index_kind: str = "exact") -> Predictor:
-        """Load ``model_dir``; HLLM item vectors come from its ``item_text_states.safetensors`` or from ``items``.
+        """Load ``model_dir``; HLLM item vectors come from its ``item_text_states.safetensors`` or from ``items``;
+        its stored item index (`hllm.index.write_index`) is memory-mapped unless ``index_kind`` asks for another.
 
         The history length is the one the model was trained with (its config's ``max_seq_len``).
         """
@@ -97,7 +100,15 @@ class Predictor:
         popular = json.loads(popular_file.read_text()) if popular_file.is_file() else None
         with torch.no_grad():
             vectors = model.item_vectors()
-        return cls(model, item_ids, vectors, max_len=model.max_seq_len, popular=popular, index_kind=index_kind)
+        return cls(
+            model,
+            item_ids,
+            vectors,
+            max_len=model.max_seq_len,
+            popular=popular,
+            index_kind=index_kind,
+            index_dir=folder,
+        )
 
     def encode_histories(self, histories: Sequence[Sequence[str]]) -> list[list[int]]:
         """Item ids -> indices; ids outside the catalogue are named in the error."""
@@ -195,10 +206,8 @@ class Predictor:
             # Vectors and index first (rows beyond item_ids are never returned), then the ids that name them.
             self.raw_vectors = raw
             self.scoring_vectors = self._scoring(raw)
-            if known:  # replaced rows join the index anew (their old entries are masked), no rebuild
-                self.ann.replace(self.scoring_vectors, [int(r) for r in rows])
-            if fresh:  # new rows only: extend the index instead of rebuilding it (minutes for a large HNSW graph)
-                self.ann.extend(self.scoring_vectors, old_rows)
+            # New and replaced rows go to the index's side table: never a rebuild (see `hllm.index`).
+            self.ann.extend(self.scoring_vectors, old_rows, replaced=[int(r) for r in rows] if known else [])
             for j in fresh:
                 self.item_ids.append(ids[j])
                 self.index[ids[j]] = len(self.item_ids)

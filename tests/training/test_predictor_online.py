@@ -10,9 +10,10 @@ import pytest
 import torch
 from test_hllm_training import _overrides
 
+from hllm import index as item_index
 from hllm.data.schema import DataError
 from hllm.data.synth import SynthConfig, generate
-from hllm.index import ExactIndex, FaissIndex, build_index
+from hllm.index import ExactIndex, build_index, write_index
 from hllm.predictor import Predictor
 from hllm.training.build import load_run_config, run_training
 
@@ -74,7 +75,7 @@ def test_faiss_index_agrees_with_exact_search() -> None:
     users = torch.nn.functional.normalize(torch.randn(50, 32), dim=-1)
     exclude = [[1, 2, 3]] * 50
     _, exact_rows = ExactIndex(vectors).search(users, 10, exclude)
-    approx_scores, approx_rows = FaissIndex(vectors).search(users, 10, exclude)
+    approx_scores, approx_rows = build_index(vectors, "hnsw").search(users, 10, exclude)
     overlap = sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx_rows, exact_rows, strict=True))
     assert overlap / 500 > 0.95
     assert not {0, 1, 2, 3} & set(approx_rows.flatten().tolist())
@@ -88,7 +89,7 @@ def test_faiss_index_agrees_with_exact_search() -> None:
 def test_faiss_index_extended_with_new_rows_finds_them() -> None:
     torch.manual_seed(1)
     vectors = torch.nn.functional.normalize(torch.randn(501, 16), dim=-1)
-    index = FaissIndex(vectors[:401])
+    index = build_index(vectors[:401], "hnsw")
     index.extend(vectors, old_rows=401)  # what an upsert of 100 new items does
     assert len(index) == 500
     assert index.search(vectors[450:455], 1)[1][:, 0].tolist() == [450, 451, 452, 453, 454]
@@ -97,10 +98,10 @@ def test_faiss_index_extended_with_new_rows_finds_them() -> None:
 def test_faiss_index_replaced_rows_are_found_by_their_new_vector_only() -> None:
     torch.manual_seed(2)
     vectors = torch.nn.functional.normalize(torch.randn(301, 16), dim=-1)
-    index = FaissIndex(vectors)
+    index = build_index(vectors, "hnsw")
     moved = vectors.clone()
     moved[[5, 7]] = vectors[[200, 201]]  # rows 5 and 7 now look like rows 200 and 201
-    index.replace(moved, [5, 7])  # what re-embedding two known items does: no rebuild
+    index.extend(moved, old_rows=301, replaced=[5, 7])  # what re-embedding two known items does: no rebuild
     grown = torch.cat([moved, torch.nn.functional.normalize(torch.randn(2, 16), dim=-1)])
     index.extend(grown, old_rows=301)  # new rows after a replacement still map to their own rows
     assert len(index) == 302
@@ -147,3 +148,26 @@ def test_shared_catalogue_reaches_other_replicas_and_restarts_without_re_embeddi
     canary.catch_up()
     row = canary.predictor.index["fresh"]
     assert torch.allclose(canary.predictor.raw_vectors[row], one.predictor.raw_vectors[one.predictor.index["fresh"]])
+
+
+def test_predictor_reads_the_stored_index_and_upserts_beside_it(model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    write_index(folder, "ivf", nlist=1, nprobe=1)  # what the register step does (IVF here to be read back)
+    exact = Predictor.load(folder)  # the default (evaluation): exact search
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the stored index must be read, not built")
+
+    monkeypatch.setattr(item_index, "build_index", no_build)
+    predictor = Predictor.load(folder, index_kind="auto")
+    assert predictor.ann.kind == "faiss-ivf"
+    first = predictor.item_ids[0]
+    (found,), (expected,) = predictor.recommend([[first]], k=5), exact.recommend([[first]], k=5)
+    assert [i for i, _ in found] == [i for i, _ in expected]  # one inverted list probed: the whole catalogue
+    assert [s for _, s in found] == pytest.approx([s for _, s in expected], abs=1e-5)
+    item = {"item_id": "fresh", "title": "Completely new titanium gadget"}
+    assert predictor.upsert_items([item, {"item_id": predictor.item_ids[3], "title": "renamed"}]) == (1, 1)
+    assert predictor.similar_items(1, text=item)[0][0] == "fresh"
