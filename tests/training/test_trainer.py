@@ -102,3 +102,16 @@ def test_two_cpu_processes_with_zero(zero_stage: int, tmp_path: Path) -> None:
     result = json.loads((tmp_path / "train_result.json").read_text())
     assert result["epochs_run"] == 2 and result["best_metrics"]["count"] > 0
     assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def test_one_process_rendezvous_uses_a_file_store_not_a_port(tmp_path: Path, monkeypatch) -> None:
+    """A port picked for a launcher-less run can be taken by any process on a busy machine (EADDRINUSE)."""
+    from hllm.training.trainer import _prepare_distributed_env
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    (tmp_path / ".dist_store").write_text("stale")
+    assert _prepare_distributed_env(tmp_path) == f"file://{(tmp_path / '.dist_store').resolve()}"
+    assert not (tmp_path / ".dist_store").exists()  # a stale store of an earlier run is never reused
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun / the Training Operator: their env:// rendezvous
+    assert _prepare_distributed_env(tmp_path) is None

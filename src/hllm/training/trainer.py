@@ -55,14 +55,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _prepare_distributed_env() -> None:
-    """Defaults so one process runs without a launcher; CPU accelerator when there is no GPU (STACK.md)."""
+def _prepare_distributed_env(out: Path) -> str | None:
+    """Defaults so one process runs without a launcher; CPU accelerator when there is no GPU (STACK.md).
+
+    Returns the ``init_method`` of a one-process run: a file store in ``out``, so no TCP port is involved (a port
+    chosen here can be taken by any other process on a busy machine: seen as EADDRINUSE when several trainings ran
+    at once). Several processes (torchrun, the Training Operator: ``WORLD_SIZE`` > 1) use the launcher's
+    ``env://`` rendezvous (``None``).
+    """
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(key, value)
-    if "MASTER_PORT" not in os.environ:
-        os.environ["MASTER_PORT"] = str(29500 + os.getpid() % 1000)
+    # DeepSpeed looks for MPI unless all five variables are set; with a file store the port is never opened.
+    os.environ.setdefault("MASTER_PORT", "29500")
+    if os.environ["WORLD_SIZE"] != "1":
+        return None
+    store = out / ".dist_store"
+    store.unlink(missing_ok=True)  # a file store must not be reused across process groups
+    return f"file://{store.resolve()}"
 
 
 def _use_bf16(config: TrainConfig) -> bool:
@@ -96,17 +107,18 @@ def train(
     ``length_batching`` (one process only) batches windows of similar length with equal target counts
     (`LengthBatches`): about 10x less padding compute on short-sequence data such as Amazon reviews.
     """
-    _prepare_distributed_env()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    init_method = _prepare_distributed_env(out)
     import deepspeed
     import deepspeed.ops
 
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # inference-only op; avoids a JIT build
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     started = time.perf_counter()
 
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    single = {"init_method": init_method, "rank": 0, "world_size": 1} if init_method else {}
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", **single)
     if hasattr(task, "set_training_items"):
         task.set_training_items(torch.tensor(sorted({i for seq in train_sequences for i in seq}), dtype=torch.long))
     dataset = TrainWindows(train_sequences, config.max_seq_len)
