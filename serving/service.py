@@ -17,13 +17,27 @@ import time
 from typing import Annotated
 
 import bentoml
-from pydantic import BaseModel, Field
+from bentoml.exceptions import InvalidArgument, NotFound
+from pydantic import BaseModel, Field, StrictBool
 
+from hllm_serving.contract import (
+    Conflict,
+    Contract,
+    EventResponse,
+    RecommendResponse,
+    SimilarResponse,
+    UpsertResponse,
+    unavailable,
+)
 from hllm_serving.faults import FaultInjection, Faults
 
 MAX_K = 1000
 MAX_HISTORY = 1000
-K = Annotated[int, Field(ge=1, le=MAX_K, description="How many items to return.")]
+MAX_TIMESTAMP = 253402300799  # 9999-12-31T23:59:59Z
+# Numbers and flags are strict (no "5" or true for an int, no "yes" for a bool): what the schema calls invalid is.
+K = Annotated[int, Field(strict=True, ge=1, le=MAX_K, description="How many items to return (at most the catalogue).")]
+History = Annotated[list[str], Field(max_length=MAX_HISTORY, description="Item ids, oldest first.")]
+Timestamp = Annotated[int, Field(strict=True, ge=0, le=MAX_TIMESTAMP, description="Unix seconds; default now.")]
 
 
 class Item(BaseModel):
@@ -94,8 +108,6 @@ class HLLMService:
 
     def _history(self, user_id: str) -> tuple[list[str], int]:
         """The user's recent items (oldest first) and their total number of events."""
-        if self.store is None:
-            raise bentoml.exceptions.ServiceUnavailable("no feature store configured (HLLM_FEAST_HOME): send history")
         from hllm_feature_repo.store import online_histories
 
         with self.metrics.stage("history_read"):
@@ -104,22 +116,20 @@ class HLLMService:
 
     @bentoml.api
     def recommend(
-        self, user_id: str | None = None, history: list[str] | None = None, k: K = 10, exclude_seen: bool = True
-    ) -> dict:
+        self, user_id: str | None = None, history: History | None = None, k: K = 10, exclude_seen: StrictBool = True
+    ) -> RecommendResponse:
         """Top-k items for a user (history from the feature store) or for a given history, oldest item first."""
         if (user_id is None) == (history is None):
-            raise bentoml.exceptions.InvalidArgument("give exactly one of user_id or history")
+            raise InvalidArgument("give exactly one of user_id or history")
+        if history is None and self.store is None:  # a Response passes through BentoML as it is
+            return unavailable("no feature store configured (HLLM_FEAST_HOME): send history")
         items, total = (list(history), len(history)) if history is not None else self._history(user_id)
-        if len(items) > MAX_HISTORY:
-            raise bentoml.exceptions.InvalidArgument(f"history of {len(items)} items is over {MAX_HISTORY}")
+        self._check_known(items, "history" if history is not None else f"user '{user_id}' history")
         k = min(k, len(self.predictor.item_ids))
         if not items:
             ranked, fallback = [(i, None) for i in self.predictor.popular_items(k)], "popularity"
         else:
-            try:
-                ranked, fallback = self.predictor.recommend([items], k, exclude_seen)[0], None
-            except ValueError as exc:  # unknown item ids, named
-                raise bentoml.exceptions.InvalidArgument(str(exc)) from None
+            ranked, fallback = self.predictor.recommend([items], k, exclude_seen)[0], None
         self.metrics.recommended(fallback)
         self.log.write(
             "recommend",
@@ -129,65 +139,79 @@ class HLLMService:
             items=[i for i, _ in ranked],
             fallback=fallback,
         )
-        return {
-            "items": [{"item_id": i, "score": s} for i, s in ranked],
-            "fallback": fallback,
-            "model": str(self.model_ref.tag),
-        }
+        return RecommendResponse(
+            items=[{"item_id": i, "score": s} for i, s in ranked], fallback=fallback, model=str(self.model_ref.tag)
+        )
+
+    def _check_known(self, ids: list[str], field: str) -> None:
+        """404 naming the first id in ``ids`` (the request's ``field``) that is not in the catalogue."""
+        for j, item_id in enumerate(ids):
+            if item_id not in self.predictor.index:
+                raise NotFound(f"{field}[{j}]: unknown item id '{item_id}'")
 
     @bentoml.api(batchable=True, max_batch_size=64, max_latency_ms=200)
-    def recommend_batch(self, histories: list[list[str]]) -> list[list[str]]:
+    def recommend_batch(
+        self,
+        histories: Annotated[
+            list[Annotated[list[str], Field(min_length=1, max_length=MAX_HISTORY)]], Field(min_length=1)
+        ],
+    ) -> list[list[str]]:
         """Adaptive-batching variant of ``recommend`` (top 10, seen items excluded): concurrent calls are merged
         into one User-LLM pass.
 
         Each call sends a list of histories (usually one); unknown ids fail the whole merged batch, so clients
         should send known ids (the catalogue is ``/recommend``'s to validate).
         """
-        for history in histories:
-            if not 1 <= len(history) <= MAX_HISTORY:
-                raise bentoml.exceptions.InvalidArgument(f"each history needs 1 to {MAX_HISTORY} items")
-        try:
-            ranked = self.predictor.recommend(histories, min(10, len(self.predictor.item_ids)))
-        except ValueError as exc:
-            raise bentoml.exceptions.InvalidArgument(str(exc)) from None
+        for j, history in enumerate(histories):
+            self._check_known(history, f"histories[{j}]")
+        ranked = self.predictor.recommend(histories, min(10, len(self.predictor.item_ids)))
         self.metrics.recommended(None, len(ranked))
         return [[item for item, _ in row] for row in ranked]
 
     @bentoml.api
-    def similar_items(self, item_id: str | None = None, text: Item | None = None, k: K = 10) -> dict:
+    def similar_items(self, item_id: str | None = None, text: Item | None = None, k: K = 10) -> SimilarResponse:
         """Items nearest to a catalogue item, or to an item described by its text (need not be in the catalogue)."""
-        try:
-            found = self.predictor.similar_items(k, item_id=item_id, text=text.model_dump() if text else None)
-        except ValueError as exc:
-            raise bentoml.exceptions.InvalidArgument(str(exc)) from None
-        return {"items": [{"item_id": i, "score": s} for i, s in found]}
+        if (item_id is None) == (text is None):
+            raise InvalidArgument("give exactly one of item_id or text")
+        if item_id is not None and item_id not in self.predictor.index:
+            raise NotFound(f"item_id: unknown item id '{item_id}'")
+        k = min(k, len(self.predictor.item_ids))
+        found = self.predictor.similar_items(k, item_id=item_id, text=text.model_dump() if text else None)
+        return SimilarResponse(items=[{"item_id": i, "score": s} for i, s in found])
 
     @bentoml.api
-    def upsert_items(self, items: Annotated[list[Item], Field(min_length=1, max_length=1000)]) -> dict:
+    def upsert_items(self, items: Annotated[list[Item], Field(min_length=1, max_length=1000)]) -> UpsertResponse:
         """Embed items from their text and make them recommendable now (new ids added, known ids re-embedded)."""
+        first: dict[str, int] = {}
+        for j, item in enumerate(items):
+            if first.setdefault(item.item_id, j) != j:
+                raise Conflict(f"items[{j}].item_id: '{item.item_id}' is also items[{first[item.item_id]}]'s")
         try:
             added, updated = self.catalogue.upsert([item.model_dump() for item in items])
-        except ValueError as exc:
-            raise bentoml.exceptions.InvalidArgument(str(exc)) from None
+        except ValueError as exc:  # a model that cannot take items by their text
+            raise Conflict(str(exc)) from None
         self.metrics.upserted(added, updated, len(self.predictor.item_ids))
-        return {"added": added, "updated": updated, "catalogue": len(self.predictor.item_ids)}
+        return UpsertResponse(added=added, updated=updated, catalogue=len(self.predictor.item_ids))
 
     @bentoml.api
-    def events(self, user_id: Annotated[str, Field(min_length=1)], item_id: str, timestamp: int | None = None) -> dict:
+    def events(
+        self, user_id: Annotated[str, Field(min_length=1)], item_id: str, timestamp: Timestamp | None = None
+    ) -> EventResponse:
         """Record that ``user_id`` interacted with ``item_id``: appended to the shared event log (durable before the
         answer), the user's history in the online store recomputed from it; seen by the next call on any replica."""
         from hllm_feature_repo.store import record_event
 
         if item_id not in self.predictor.index and not (self.catalogue.catch_up() and item_id in self.predictor.index):
-            raise bentoml.exceptions.InvalidArgument(f"unknown item id '{item_id}' (upsert it first)")
+            raise NotFound(f"item_id: unknown item id '{item_id}' (upsert it first)")
         if self.store is None:
-            raise bentoml.exceptions.ServiceUnavailable("no feature store configured (HLLM_FEAST_HOME)")
+            return unavailable("no feature store configured (HLLM_FEAST_HOME)")
         when = int(timestamp if timestamp is not None else time.time())
         total = record_event(self.store, self.online_log, user_id, item_id, when, n=self.predictor.max_len).length
         self.log.write("event", user_id=user_id, item_id=item_id, timestamp=when, history_length=total)
         self.metrics.event()
-        return {"user_id": user_id, "history_length": total}
+        return EventResponse(user_id=user_id, history_length=total)
 
 
+HLLMService.add_asgi_middleware(Contract)
 HLLMService.add_asgi_middleware(BodyLimit, max_bytes=int(os.environ.get("HLLM_MAX_BODY_BYTES", str(1 << 20))))
 HLLMService.add_asgi_middleware(FaultInjection, faults=Faults.from_env())
