@@ -38,6 +38,7 @@ test-integration: setup
 		$$S apt-get update && $$S apt-get install -y redis-server; } || \
 		{ echo "redis-server is missing and could not be installed: apt-get install -y redis-server"; exit 1; }
 	command -v prometheus >/dev/null || (apt-get update && apt-get install -y prometheus)
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(BIN)/python -m pytest -m integration
 
 test-slow: setup

@@ -117,3 +117,43 @@ def test_local_launcher_tracks_a_real_process(tmp_path: Path) -> None:
     while launcher.is_running(handle) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not launcher.is_running(handle)
+
+
+def test_each_check_is_one_run_of_one_project_whose_panels_are_added_once(demo, tmp_path: Path) -> None:
+    from evidently.ui.workspace import Workspace
+    from typer.testing import CliRunner
+
+    from hllm.cli import app
+    from hllm.data.schema import Dataset
+    from hllm.drift import PROJECT, panel_title
+
+    reference, current = _halves(demo.interactions)
+    folders = [Dataset(part, demo.items).save_csv(tmp_path / name) for name, part in (("r", reference), ("c", current))]
+    workspace = tmp_path / "ws"
+    args = ["drift", "check", "--reference", str(folders[0]), "--current", str(folders[1]), "--out", str(tmp_path)]
+    args += ["--workspace", str(workspace), "--no-fail-on-drift"]
+    output = CliRunner().invoke(app, args)
+    assert output.exit_code == 0, output.output
+    assert f'"workspace": {json.dumps(str(workspace))}' in output.output
+    ws = Workspace(str(workspace))
+    projects = ws.list_projects()
+    assert [p.name for p in projects] == [PROJECT]
+    assert len(ws.list_runs(projects[0].id)) == 1
+    dashboard = projects[0].dashboard.model()
+    titles = [panel.title for panel in dashboard.panels]
+    assert sorted(titles) == sorted(panel_title(s) for s in ("history_length", "item_popularity", "category"))
+    # A second check, with the text signals too: one more run, and panels for the text signals only.
+    check_drift(
+        interaction_events(reference),
+        interaction_events(current),
+        demo.items,
+        tmp_path / "text",
+        text_vectors=_text(demo),
+        workspace=workspace,
+    )
+    assert [p.name for p in ws.list_projects()] == [PROJECT]
+    assert len(ws.list_runs(projects[0].id)) == 2
+    dashboard = ws.get_project(projects[0].id).dashboard.model()
+    titles = [panel.title for panel in dashboard.panels]
+    assert len(titles) == len(set(titles)) == 3 + 4 and panel_title("text_pc3") in titles
+    assert sorted(p for tab in dashboard.tabs for p in tab.panels) == sorted(p.id for p in dashboard.panels)

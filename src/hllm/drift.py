@@ -11,6 +11,9 @@ Each window is a table of events (one per interaction or per served request with
 
 A signal drifts when Evidently's drift score (normalised Wasserstein distance for numbers, Jensen-Shannon for
 categories) reaches ``threshold``; the window drifts when at least ``min_drifted`` signals do.
+
+Every check is also a run (snapshot) in an Evidently workspace project (``PROJECT``), whose dashboard plots each
+signal's drift score per check; ``hllm drift ui`` serves it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +35,7 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 NUMERIC = ("history_length", "item_popularity")
+PROJECT = "hllm drift"  # the Evidently workspace project every check is logged to
 
 
 @dataclass
@@ -56,6 +61,8 @@ class DriftResult:
     config: dict
     report_html: str = ""
     reasons: list[str] = field(default_factory=list)
+    workspace: str = ""  # the Evidently workspace folder this check was logged to, and its snapshot id there
+    snapshot_id: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,8 +133,12 @@ def check_drift(
     out_dir: str | Path,
     config: DriftConfig | None = None,
     text_vectors: dict[str, np.ndarray] | None = None,
+    workspace: str | Path | None = None,
+    timestamp: datetime | None = None,
 ) -> DriftResult:
-    """Compare two event windows (`interaction_events` / `request_events`); write ``drift.html`` and ``drift.json``.
+    """Compare two event windows (`interaction_events` / `request_events`); write ``drift.html`` and ``drift.json``
+    and add the check as a run of the ``PROJECT`` project in the Evidently workspace ``workspace``
+    [default: ``out_dir/workspace``], at ``timestamp`` (the current window's time on the dashboard) [default: now].
 
     Raises:
         ValueError: an empty window (nothing to compare).
@@ -159,6 +170,7 @@ def check_drift(
     snapshot = Report(metrics).run(
         current_data=EvDataset.from_pandas(cur.fillna(dict.fromkeys(text_columns, 0.0)), data_definition=definition),
         reference_data=EvDataset.from_pandas(ref.fillna(dict.fromkeys(text_columns, 0.0)), data_definition=definition),
+        timestamp=timestamp,
     )
     signals = {}
     for metric in snapshot.dict()["metrics"]:
@@ -170,6 +182,10 @@ def check_drift(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(out / "drift.html"))
+    workspace = Path(workspace) if workspace is not None else out / "workspace"
+    snapshot_id = log_to_workspace(
+        snapshot, workspace, {c: "wasserstein" for c in numeric} | {"category": "jensenshannon"}
+    )
     result = DriftResult(
         drifted=len(drifted) >= config.min_drifted,
         signals=signals,
@@ -178,12 +194,39 @@ def check_drift(
         config=asdict(config),
         report_html=str(out / "drift.html"),
         reasons=[f"{n}: score {signals[n]['score']} >= {config.threshold}" for n in drifted],
+        workspace=str(workspace),
+        snapshot_id=snapshot_id,
     )
     (out / "drift.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     logger.info(
         "drift %s: %d of %d signals drifted", "DETECTED" if result.drifted else "none", len(drifted), len(signals)
     )
     return result
+
+
+def log_to_workspace(snapshot, workspace: str | Path, methods: dict[str, str]) -> str:
+    """Add a drift check's Evidently ``snapshot`` as a run of the ``PROJECT`` project in the workspace folder
+    (both created on first use) and give the dashboard one line panel per signal in ``methods`` (signal -> drift
+    method) that it lacks; returns the snapshot id. Panels are matched by title, so repeated checks add none."""
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import line_plot_panel
+    from evidently.ui.workspace import Workspace
+
+    ws = Workspace(str(workspace))
+    found = ws.search_project(PROJECT)
+    project = found[0] if found else ws.create_project(PROJECT, description="hllm drift checks: score per signal")
+    titles = {panel.title for panel in project.dashboard.model().panels}
+    for signal, method in methods.items():
+        title = panel_title(signal)
+        if title not in titles:
+            metric = PanelMetric(legend=f"{method} score", metric="ValueDrift", metric_labels={"column": signal})
+            project.dashboard.add_panel(line_plot_panel(title=title, values=[metric], size="half"))
+    return str(ws.add_run(project.id, snapshot).id)
+
+
+def panel_title(signal: str) -> str:
+    """The title of ``signal``'s drift-score panel on the workspace dashboard."""
+    return f"Drift score: {signal}"
 
 
 class RetrainTrigger:

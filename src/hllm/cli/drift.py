@@ -1,8 +1,9 @@
-"""``hllm drift check``: Evidently drift checks and drift-triggered retraining."""
+"""``hllm drift check`` / ``hllm drift ui``: Evidently drift checks, their dashboard, drift-triggered retraining."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,9 @@ def drift_check(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where drift.html and drift.json go.")] = Path(
         "runs/drift"
     ),
+    workspace: Annotated[
+        Path | None, typer.Option(help="Evidently workspace the check is logged to [default: OUT/workspace].")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="BentoML model tag whose item vectors give text drift.")] = None,
     threshold: Annotated[float, typer.Option(help="Per-signal drift score threshold.")] = 0.1,
     min_drifted: Annotated[int, typer.Option(help="Signals that must drift to call the window drifted.")] = 2,
@@ -49,10 +53,12 @@ def drift_check(
             cur_events = interaction_events(_load_validated(current).interactions)
         vectors = _item_vectors(model) if model else None
         config = DriftConfig(threshold=threshold, min_drifted=min_drifted)
-        return check_drift(interaction_events(ref.interactions), cur_events, ref.items, out_dir, config, vectors)
+        reference_events = interaction_events(ref.interactions)
+        return check_drift(reference_events, cur_events, ref.items, out_dir, config, vectors, workspace)
 
     result = _guarded(action)
     summary = {"drifted": result.drifted, "signals": result.signals, "report": result.report_html}
+    summary["workspace"] = result.workspace
     if retrain:
         src = retrain_src or current
         if src.suffix == ".jsonl":
@@ -60,9 +66,36 @@ def drift_check(
             raise typer.Exit(EXIT_BAD_INPUT)
         trigger = RetrainTrigger(state, _launcher(src, host, overrides, state.parent), cooldown_hours * 3600)
         summary["retrain"] = trigger.maybe_retrain(result.drifted)
-    out.print(json.dumps(summary, indent=2))
+    out.print(json.dumps(summary, indent=2), soft_wrap=True, markup=False, highlight=False)  # JSON, unwrapped
     if result.drifted and fail_on_drift:
         raise typer.Exit(EXIT_DRIFT)
+
+
+@drift_app.command("ui")
+def drift_ui(
+    workspace: Annotated[Path, typer.Option(help="Evidently workspace of `hllm drift check`.")] = Path(
+        "runs/drift/workspace"
+    ),
+    host: Annotated[str, typer.Option(help="Interface to listen on (the UI has no login: keep it loopback).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Serve Evidently's UI over the drift workspace: each signal's drift score per check (runs in the foreground)."""
+    from hllm.drift import PROJECT
+
+    if not workspace.is_dir():
+        console.print(f"[red]error:[/red] --workspace: no folder {workspace}; run `hllm drift check` first")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    from evidently.ui.workspace import Workspace
+
+    projects = Workspace(str(workspace)).search_project(PROJECT)
+    path = f"/projects/{projects[0].id}" if projects else ""
+    console.print(f"drift dashboard on http://{host}:{port}{path} (workspace {workspace})")
+    command = [sys.executable, "-m", "evidently.cli", "ui", "--workspace", str(workspace)]
+    command += ["--host", host, "--port", str(port)]
+    env = {**os.environ, "DO_NOT_TRACK": "1"}  # Evidently's usage telemetry stays off
+    os.execvpe(command[0], command, env)  # the server becomes this process: Ctrl-C and signals reach it
 
 
 def _item_vectors(tag: str) -> dict:
