@@ -8,13 +8,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from processes import free_port
+
 INSTALL_HINT = "redis-server is not installed: apt-get install -y redis-server (make test-integration does it)"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,15 +27,12 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import bentoml
 import pytest
 import yaml
-from testdata import tiny_run_config
+from processes import register_tiny_model, stop_group
 
 from hllm.analysis import PrometheusAPI, load_template, run_analysis
-from hllm.data.synth import SynthConfig, generate
 from hllm.rollout import ANALYSIS_TEMPLATE
-from hllm.training.build import load_run_config, run_training
 from hllm_feature_repo.store import sync
 
 pytestmark = pytest.mark.integration
@@ -85,18 +81,6 @@ def _wait(check, what: str, timeout: float, proc: subprocess.Popen | None = None
     pytest.fail(f"{what} not reached within {timeout:.0f} s\n{tail}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=20)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @pytest.fixture(scope="module")
 def prometheus_binary() -> str:
     found = shutil.which("prometheus")
@@ -112,17 +96,14 @@ def prometheus_binary() -> str:
 def model(tmp_path_factory):
     """A tiny trained HLLM in the BentoML store, a full Feast store and a stale one (5 users)."""
     root = tmp_path_factory.mktemp("canary")
-    dataset = generate(SynthConfig(seed=7, n_users=120, n_items=80))
-    run_training(dataset, load_run_config(text=tiny_run_config(epochs=1)), root / "run", progress=False)
-    with bentoml.models.create("canary-analysis") as saved:
-        shutil.copytree(root / "run" / "model", saved.path, dirs_exist_ok=True)
+    tag, dataset = register_tiny_model(root, "canary-analysis", seed=7)
     sync(dataset, root / "feast", history_length=50)
     users = sorted(dataset.interactions["user_id"].unique())
     stale = dataclasses.replace(
         dataset, interactions=dataset.interactions[dataset.interactions["user_id"].isin(users[:5])]
     )
     sync(stale, root / "feast-stale", history_length=50)
-    return str(saved.tag), root, users
+    return tag, root, users
 
 
 def _own_home(home: Path) -> Path:
@@ -161,7 +142,7 @@ def servers(model):
         yield {name: port for name, (port, _, _) in running.items()}
     finally:
         for _, proc, _ in running.values():
-            _stop(proc)
+            stop_group(proc)
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +174,7 @@ def prometheus(prometheus_binary, servers, tmp_path_factory):
         _wait(lambda: _get(f"{url}/-/ready")[0] == 200, "Prometheus ready", 120, proc, log)
         yield PrometheusAPI(url)
     finally:
-        _stop(proc)
+        stop_group(proc)
 
 
 def _recommend(port: int, user: str) -> int:

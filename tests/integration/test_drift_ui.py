@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from processes import free_port, stop_group
 
 from hllm.data.synth import SynthConfig, generate
 from hllm.drift import check_drift, interaction_events, panel_title
@@ -25,12 +24,6 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 # The two checks sit a day apart on the dashboard's time axis; noon, so no time zone moves them to another date.
 WHEN = (datetime(2026, 11, 1, 12), datetime(2026, 11, 2, 12))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _chromium() -> str:
@@ -74,7 +67,7 @@ def test_drift_ui_shows_each_signal_over_both_checks(tmp_path: Path) -> None:
     assert [r.drifted for r in results] == [False, True]
     signals = [name for name in results[0].signals if "score" in results[0].signals[name]]
 
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "hllm.cli", "drift", "ui", "--workspace", str(workspace), "--port", str(port)]
     log = tmp_path / "ui.txt"
     proc = subprocess.Popen(command, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -110,12 +103,4 @@ def test_drift_ui_shows_each_signal_over_both_checks(tmp_path: Path) -> None:
         if os.environ.get("HLLM_DRIFT_SCREENSHOT"):  # to refresh docs/drift-dashboard.png
             shutil.copyfile(screenshot, os.environ["HLLM_DRIFT_SCREENSHOT"])
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=20)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(proc)

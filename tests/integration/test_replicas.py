@@ -18,13 +18,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import bentoml
 import pytest
+from processes import register_tiny_model, stop_group
 from redis_server import INSTALL_HINT, RedisServer, free_port
-from testdata import tiny_run_config
-
-from hllm.data.synth import SynthConfig, generate
-from hllm.training.build import load_run_config, run_training
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -79,25 +75,14 @@ class Replica:
             return exc.code, exc.read().decode()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        for each in (sig, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, each)
-                self.proc.wait(timeout=20)
-                return
-            except ProcessLookupError:
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(self.proc, sig)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("replicas")
-    dataset = generate(SynthConfig(seed=5, n_users=120, n_items=80))
-    run_training(dataset, load_run_config(text=tiny_run_config(epochs=1)), root / "run", progress=False)
-    with bentoml.models.create("replicas-test") as saved:
-        shutil.copytree(root / "run" / "model", saved.path, dirs_exist_ok=True)
-    return str(saved.tag), root, dataset
+    tag, dataset = register_tiny_model(root, "replicas-test")
+    return tag, root, dataset
 
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])

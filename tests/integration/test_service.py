@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,25 +13,17 @@ from pathlib import Path
 
 import bentoml
 import pytest
-from testdata import tiny_run_config
+from processes import free_port, register_tiny_model, stop_group
 
-from hllm.data.synth import SynthConfig, generate
-from hllm.training.build import load_run_config, run_training
 from hllm_feature_repo.store import sync
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     def __init__(self, tag: str, feast_home: Path, log: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         env = {**os.environ, "HLLM_MODEL": tag, "HLLM_FEAST_HOME": str(feast_home), "HLLM_REQUEST_LOG": str(log)}
         command = [
             sys.executable,
@@ -79,29 +69,16 @@ class Server:
 
     def stop(self) -> None:
         """Stop the server and its worker process (its own process group)."""
-        import signal
-
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-                self.proc.wait(timeout=20)
-                return
-            except ProcessLookupError:
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(self.proc)
 
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
     """A tiny HLLM trained on synthetic data, registered in the BentoML store, its histories in Feast."""
     root = tmp_path_factory.mktemp("service")
-    dataset = generate(SynthConfig(seed=5, n_users=120, n_items=80))
-    run_training(dataset, load_run_config(text=tiny_run_config(epochs=2)), root / "run", progress=False)
-    with bentoml.models.create("service-test") as saved:
-        shutil.copytree(root / "run" / "model", saved.path, dirs_exist_ok=True)
+    tag, dataset = register_tiny_model(root, "service-test", epochs=2)
     sync(dataset, root / "feast", history_length=50)
-    return str(saved.tag), root, dataset
+    return tag, root, dataset
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,48 @@
+"""What the tests that start real processes share: free loopback ports, stopping a server's process group, and a
+tiny trained model registered in the (throwaway) BentoML store for servers to load."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop a process started with ``start_new_session=True`` and everything it started (a server and its
+    workers): ``sig`` first, SIGKILL if it has not ended 20 s later."""
+    for each in (sig, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, each)
+            proc.wait(timeout=20)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def register_tiny_model(root: Path, name: str, *, seed: int = 5, epochs: int = 1, users: int = 120, items: int = 80):
+    """Train the demo recipe with tiny random-init backbones on synthetic data under ``root/run`` and register the
+    model as ``name``; returns ``(tag, dataset)``."""
+    import bentoml
+    from testdata import tiny_run_config
+
+    from hllm.data.synth import SynthConfig, generate
+    from hllm.training.build import load_run_config, run_training
+
+    dataset = generate(SynthConfig(seed=seed, n_users=users, n_items=items))
+    run_training(dataset, load_run_config(text=tiny_run_config(epochs=epochs)), root / "run", progress=False)
+    with bentoml.models.create(name) as saved:
+        shutil.copytree(root / "run" / "model", saved.path, dirs_exist_ok=True)
+    return str(saved.tag), dataset
