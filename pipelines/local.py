@@ -202,6 +202,7 @@ def summary(run: LocalRun, out_dir: str | Path, **extra) -> dict:
         "report": run.artifacts.get("evaluate.report.html"),
         "data_docs": str(docs_site) if docs_site.is_file() else run.artifacts.get("validate-data.data_docs.html"),
         "model": run.artifacts.get("train.model"),
+        "rollout": _rendered_rollout(run.artifacts.get("deploy.manifests")),
         "logs": str(out / LOGS),
         "summary": str(out / "summary.json"),
         **extra,
@@ -223,3 +224,9 @@ def _round(value):
 def latest_run(pipeline_root: Path) -> Path | None:
     runs = sorted((p for p in pipeline_root.glob(f"{PIPELINE_NAME}-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
     return runs[-1] if runs else None
+
+
+def _rendered_rollout(manifests: str | None) -> str | None:
+    """The Rollout a local run's deploy step rendered (what `kubectl apply` would take), if it did."""
+    path = Path(manifests) / "rollout.yaml" if manifests else None
+    return str(path) if path is not None and path.is_file() else None

@@ -16,7 +16,7 @@ from typing import TextIO
 
 from hllm_pipelines.steplogs import TAIL_LINES, tail
 
-STEPS = ("validate-data", "sync-features", "embed-items", "train", "evaluate", "gate", "register")
+STEPS = ("validate-data", "sync-features", "embed-items", "train", "evaluate", "gate", "register", "deploy")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -97,6 +97,11 @@ def _register(task_dir: Path) -> str:
     return str(_json(task_dir / "registration")["tag"])
 
 
+def _deploy(task_dir: Path) -> str:
+    rendered = task_dir / "manifests" / "rollout.yaml"
+    return "Rollout rendered, nothing applied (local run)" if rendered.is_file() else "Rollout patched"
+
+
 _FIGURES: dict[str, Callable[[Path], str]] = {
     "validate-data": _validate,
     "sync-features": _sync,
@@ -105,6 +110,7 @@ _FIGURES: dict[str, Callable[[Path], str]] = {
     "evaluate": _evaluate,
     "gate": _gate,
     "register": _register,
+    "deploy": _deploy,
 }
 
 
@@ -165,6 +171,7 @@ def summary_rows(summary: dict) -> list[tuple[str, str]]:
         ("report", "report"),
         ("data docs", "data_docs"),
         ("model", "model"),
+        ("rollout", "rollout"),
         ("run folder", "run"),
         ("step logs", "logs"),
         ("summary", "summary"),

@@ -165,6 +165,8 @@ def fake_run(root: Path, passed: bool = True) -> Path:
     if passed:
         (run / "register").mkdir()
         (run / "register" / "registration").write_text(json.dumps({"tag": "hllm:abc123"}))
+        (run / "deploy" / "manifests").mkdir(parents=True)
+        (run / "deploy" / "manifests" / "rollout.yaml").write_text("kind: Rollout\n")
     return run
 
 
@@ -179,6 +181,7 @@ def test_key_figures_come_from_each_steps_artifacts(tmp_path: Path) -> None:
         "evaluate": "test NDCG@10 0.0650 (popularity 0.0210)",
         "gate": "passed",
         "register": "hllm:abc123",
+        "deploy": "Rollout rendered, nothing applied (local run)",
     }
     assert key_figure("train", tmp_path / "nowhere") == ""  # a missing artifact never fails the run
 
@@ -187,7 +190,7 @@ def test_reporter_prints_plain_step_lines_and_a_closing_table_off_a_terminal(tmp
     run = fake_run(tmp_path, passed=False)
     stream = io.StringIO()
     reporter = Reporter(stream, terminal=False, run_dir=lambda: run)
-    for task in STEPS[:-1]:
+    for task in STEPS[:-2]:  # everything up to the gate, which refuses
         reporter.started(task)
         reporter.finished(task, True)
     reporter.skipped("(the gate refused the model)")
@@ -202,9 +205,10 @@ def test_reporter_prints_plain_step_lines_and_a_closing_table_off_a_terminal(tmp
     reporter.table(summary, title="summary")
     lines = stream.getvalue().splitlines()
     assert "\x1b[" not in stream.getvalue()
-    assert [line.split()[1] for line in lines[:13]] == [t for t in STEPS[:-1] for _ in (0, 1)] + ["register"]
-    assert "skipped" in lines[12] and lines[11].endswith("refused")
-    table = "\n".join(lines[13:])
+    steps = [t for t in STEPS[:-2] for _ in (0, 1)] + ["register", "deploy"]
+    assert [line.split()[1] for line in lines[:14]] == steps
+    assert "skipped" in lines[12] and "skipped" in lines[13] and lines[11].endswith("refused")
+    table = "\n".join(lines[14:])
     assert "nothing (the gate refused)" in table and "FAIL: ndcg@10 0.0650 < 2.0x popularity" in table
     assert "model, cold items" in table and "(58 targets)" in table
     assert str(run / "evaluate" / "report.html") in table
