@@ -117,3 +117,17 @@ def test_local_launcher_tracks_a_real_process(tmp_path: Path) -> None:
     while launcher.is_running(handle) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not launcher.is_running(handle)
+
+
+def test_retraining_gets_the_gate_thresholds_and_a_bad_one_fails_first(tmp_path: Path) -> None:
+    import typer
+
+    from hllm.cli.drift import _launcher
+
+    gate = '{"max_regression": 0.5}'
+    launcher = _launcher(tmp_path / "data", None, ["epochs=1"], tmp_path, gate)
+    command = launcher.command
+    assert command[command.index("--thresholds") + 1] == gate and command[command.index("--set") + 1] == "epochs=1"
+    with pytest.raises(typer.Exit) as raised:  # after printing the unknown key
+        _launcher(tmp_path / "data", None, None, tmp_path, '{"max_regresion": 0.5}')
+    assert raised.value.exit_code == 2
