@@ -51,9 +51,16 @@ STAGES = (  # the stage label of every model named hllm, by tag
 )
 
 
+def _env(store: Path) -> dict[str, str]:
+    """This environment on the BentoML store ``store``, less MASTER_PORT: an earlier in-process training (another
+    test's) set it and still holds that port, which a training child would then fail to bind."""
+    env = {k: v for k, v in os.environ.items() if k != "MASTER_PORT"}
+    return {**env, "BENTOML_HOME": str(store)}
+
+
 def _in_store(store: Path, code: str):
     """Run Python ``code`` against the BentoML store ``store``; the JSON its last line prints."""
-    env = {**os.environ, "BENTOML_HOME": str(store)}
+    env = _env(store)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -198,8 +205,7 @@ def test_canary_analysis_promotes_or_rejects_the_candidate(retrained: Retrained,
         command += ["--arg", f"namespace={NAMESPACE}", "--arg", "canary-hash=canary"]
         command += ["--template", str(_template_every_second(tmp_path)), "--candidate", retrained.candidate]
         command += ["--out", str(run_json)]
-        env = {**os.environ, "BENTOML_HOME": str(store)}
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(command, env=_env(store), capture_output=True, text=True, timeout=600)
         said = " ".join((done.stdout + done.stderr).split())  # the run on stdout, the outcome on stderr
         run = json.loads(run_json.read_text())
         phases = {name: metric["phase"] for name, metric in run["metrics"].items()}
