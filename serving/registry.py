@@ -2,7 +2,9 @@
 
 The pipeline's ``register`` step saves every model as ``stage=candidate``. `promote` makes one the champion (the
 model a canary analysis accepted; the previous champion becomes ``retired``); `rollback` hands the label back to
-the most recently promoted retired model and marks the current champion ``rolled-back``. Each promotion stamps
+the most recently promoted retired model and marks the current champion ``rolled-back``. `conclude` records a
+canary's outcome: promoted when its analysis succeeded, else marked ``rejected`` (the champion keeps its label,
+as Argo keeps the stable pods when it aborts a canary). Each promotion stamps
 ``promoted_at`` (ns) so rollbacks can walk back more than one step. The gate compares candidates with
 ``resolve(name, "champion")``: the labelled champion, or, before any promotion, the latest registered model
 (what ``hllm serve`` serves by default).
@@ -70,3 +72,25 @@ def rollback(name: str) -> tuple[str, str]:
     _relabel(current, **{STAGE: "rolled-back"})
     _relabel(retired[-1], **{STAGE: "champion"})
     return str(retired[-1].tag), str(current.tag)
+
+
+def conclude(tag: str, successful: bool) -> dict[str, str | None]:
+    """Record the outcome of ``tag``'s canary analysis in the store.
+
+    Successful: ``tag`` is promoted (the previous champion retired). Otherwise the champion keeps its label and
+    ``tag`` is marked ``rejected``. Returns ``outcome`` (promoted | rejected), ``candidate``, ``champion`` (after)
+    and ``previous`` (the champion before).
+
+    Raises:
+        ValueError: ``tag`` failed its analysis but is already the champion (that needs `rollback`).
+    """
+    model = bentoml.models.get(tag)
+    current = champion(model.tag.name)
+    before = str(current.tag) if current is not None else None
+    if successful:
+        new, previous = promote(str(model.tag))
+        return {"outcome": "promoted", "candidate": new, "champion": new, "previous": previous}
+    if current is not None and current.tag == model.tag:
+        raise ValueError(f"'{model.tag}' is the champion: its failed analysis needs `hllm deploy rollback`")
+    _relabel(model, **{STAGE: "rejected"})
+    return {"outcome": "rejected", "candidate": str(model.tag), "champion": before, "previous": before}

@@ -157,3 +157,17 @@ def test_each_check_is_one_run_of_one_project_whose_panels_are_added_once(demo, 
     titles = [panel.title for panel in dashboard.panels]
     assert len(titles) == len(set(titles)) == 3 + 4 and panel_title("text_pc3") in titles
     assert sorted(p for tab in dashboard.tabs for p in tab.panels) == sorted(p.id for p in dashboard.panels)
+
+
+def test_retraining_gets_the_gate_thresholds_and_a_bad_one_fails_first(tmp_path: Path) -> None:
+    import typer
+
+    from hllm.cli.drift import _launcher
+
+    gate = '{"max_regression": 0.5}'
+    launcher = _launcher(tmp_path / "data", None, ["epochs=1"], tmp_path, gate)
+    command = launcher.command
+    assert command[command.index("--thresholds") + 1] == gate and command[command.index("--set") + 1] == "epochs=1"
+    with pytest.raises(typer.Exit) as raised:  # after printing the unknown key
+        _launcher(tmp_path / "data", None, None, tmp_path, '{"max_regresion": 0.5}')
+    assert raised.value.exit_code == 2

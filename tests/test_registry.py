@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hllm.cli import app
-from hllm_serving.registry import champion, promote, resolve, rollback
+from hllm_serving.registry import champion, conclude, promote, resolve, rollback
 
 
 def _register(name: str, n: int) -> list[str]:
@@ -63,3 +63,51 @@ def test_deploy_promote_and_rollback_commands() -> None:
     assert result.exit_code == 2 and "no model" in result.output
     result = runner.invoke(app, ["deploy", "rollback", "--model-name", name])
     assert result.exit_code == 2 and "previous champion" in result.output
+
+
+def test_conclude_promotes_a_successful_canary_and_rejects_a_failed_one() -> None:
+    name = f"reg-{uuid.uuid4().hex[:8]}"
+    stable, good, bad = _register(name, 3)
+    promote(stable)
+    assert conclude(bad, successful=False) == {
+        "outcome": "rejected",
+        "candidate": bad,
+        "champion": stable,
+        "previous": stable,
+    }
+    assert _stages(name) == {stable: "champion", good: "candidate", bad: "rejected"}
+    assert str(resolve(name, "champion").tag) == stable  # the gate's reference did not move
+    done = conclude(good, successful=True)
+    assert done == {"outcome": "promoted", "candidate": good, "champion": good, "previous": stable}
+    assert _stages(name) == {stable: "retired", good: "champion", bad: "rejected"}
+    with pytest.raises(ValueError, match="rollback"):
+        conclude(good, successful=False)  # a champion that fails is rolled back, not rejected
+    assert champion(name).tag == bentoml.models.get(good).tag
+
+
+@pytest.mark.parametrize(
+    ("value", "code", "stages"), [(0.0, 0, ("retired", "champion")), (0.9, 5, ("champion", "rejected"))]
+)
+def test_deploy_analyze_with_a_candidate_records_the_outcome(monkeypatch, value, code, stages) -> None:
+    name = f"reg-{uuid.uuid4().hex[:8]}"
+    stable, candidate = _register(name, 2)
+    promote(stable)
+    monkeypatch.setattr("hllm.analysis.PrometheusAPI.__call__", lambda self, promql: [value])
+    monkeypatch.setattr("hllm.analysis.time.sleep", lambda seconds: None)
+    args = [
+        "deploy",
+        "analyze",
+        "--prometheus",
+        "http://prom:9090",
+        "--arg",
+        "namespace=shop",
+        "--arg",
+        "canary-hash=x",
+    ]
+    result = CliRunner().invoke(app, [*args, "--candidate", candidate])
+    assert result.exit_code == code, result.output
+    assert _stages(name) == dict(zip((stable, candidate), stages, strict=True))
+    said = " ".join(result.output.split())  # the console wraps long lines
+    assert (f"promoted; was {stable}" if code == 0 else f"rejected: {candidate}; champion stays {stable}") in said
+    missing = CliRunner().invoke(app, [*args, "--candidate", f"{name}:nosuchversion"])
+    assert missing.exit_code == 2 and "no model" in missing.output

@@ -70,3 +70,19 @@ def tiny_run_config(epochs: int = 1, extra: list[str] | None = None) -> str:
 def artifact(kind, path: Path, metadata: dict | None = None):
     """A kfp artifact of type ``kind`` (``dsl.Dataset``, ``dsl.Model``...) stored at local ``path``."""
     return kind(name=path.name, uri=str(path), metadata=dict(metadata or {}))
+
+
+def drift_windows(folder: Path) -> tuple[Path, Path]:
+    """A reference window (the demo dataset) and a shifted one (only its two largest categories, users with 3+
+    events left) saved under ``folder``: a drift check calls the shifted window drifted."""
+    from hllm.data.schema import Dataset
+    from hllm.data.synth import SynthConfig, generate
+
+    demo = generate(SynthConfig(seed=0))
+    reference = demo.save_csv(folder / "reference")
+    first_tag = demo.items["tag"].str.split(",").str[0]
+    category = set(demo.items.loc[first_tag.isin(first_tag.value_counts().index[:2]), "item_id"])
+    shifted = demo.interactions[demo.interactions["item_id"].isin(category)]
+    counts = shifted["user_id"].value_counts()
+    shifted = shifted[shifted["user_id"].isin(counts[counts >= 3].index)]
+    return reference, Dataset(shifted, demo.items).save_csv(folder / "shifted")

@@ -15,28 +15,21 @@ its fault breaks and only those. Thresholds are far from what each server shows 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
+import bentoml
+import live
 import pytest
-import yaml
-from processes import register_tiny_model, stop_group
+from testdata import tiny_run_config
 
 from hllm.analysis import PrometheusAPI, load_template, run_analysis
+from hllm.data.synth import SynthConfig, generate
 from hllm.rollout import ANALYSIS_TEMPLATE
+from hllm.training.build import load_run_config, run_training
 from hllm_feature_repo.store import sync
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "hllm-test"
 FAULTS = {
     "healthy": {},
@@ -47,158 +40,56 @@ REQUESTS = {"healthy": 200, "errors": 200, "slow": 60}
 CLIENTS = {"healthy": 2, "errors": 2, "slow": 12}  # the slow server mostly sleeps: more clients, same CPU
 
 
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports (held together while chosen: bentoml binds with SO_REUSEPORT, so two
-    servers given the same port would silently share it)."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _get(url: str, timeout: float = 10) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.status, response.read()
-
-
-def _wait(check, what: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None):
-    """Poll ``check()`` until it returns something truthy; fail naming ``what`` (and the log tail) at the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            break
-        try:
-            if value := check():
-                return value
-        except OSError:
-            pass
-        time.sleep(0.5)
-    tail = log.read_text()[-3000:] if log and log.is_file() else ""
-    pytest.fail(f"{what} not reached within {timeout:.0f} s\n{tail}")
-
-
 @pytest.fixture(scope="module")
 def prometheus_binary() -> str:
-    found = shutil.which("prometheus")
-    if not found:
-        pytest.fail(
-            "the Prometheus server is not installed: `apt-get install -y prometheus` (Debian/Ubuntu; "
-            "`make test-integration` installs it), or put a `prometheus` binary (2.x) on PATH"
-        )
-    return found
+    return live.prometheus_binary()
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A tiny trained HLLM in the BentoML store, a full Feast store and a stale one (5 users)."""
     root = tmp_path_factory.mktemp("canary")
-    tag, dataset = register_tiny_model(root, "canary-analysis", seed=7)
+    dataset = generate(SynthConfig(seed=7, n_users=120, n_items=80))
+    run_training(dataset, load_run_config(text=tiny_run_config(epochs=1)), root / "run", progress=False)
+    with bentoml.models.create("canary-analysis") as saved:
+        shutil.copytree(root / "run" / "model", saved.path, dirs_exist_ok=True)
     sync(dataset, root / "feast", history_length=50)
     users = sorted(dataset.interactions["user_id"].unique())
     stale = dataclasses.replace(
         dataset, interactions=dataset.interactions[dataset.interactions["user_id"].isin(users[:5])]
     )
     sync(stale, root / "feast-stale", history_length=50)
-    return tag, root, users
-
-
-def _own_home(home: Path) -> Path:
-    """A BENTOML_HOME of its own over the shared model store: bentoml serve keeps its Prometheus multiprocess
-    files in BENTOML_HOME (and wipes them at start), so servers sharing one would mix their metrics."""
-    home.mkdir()
-    (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
-    return home
+    return str(saved.tag), root, users
 
 
 @pytest.fixture(scope="module")
 def servers(model):
     tag, root, _ = model
-    running = {}
+    running = []
     try:
-        for (name, faults), port in zip(FAULTS.items(), _free_ports(len(FAULTS)), strict=True):
-            log = root / f"{name}.server.txt"
-            env = {**os.environ, "HLLM_MODEL": tag, "HLLM_FEAST_HOME": str(root / "feast"), **faults}
-            env["BENTOML_HOME"] = str(_own_home(root / f"home-{name}"))
-            if faults:
-                env["HLLM_FAULT_INJECTION"] = "tests-only"
-            if name == "slow":
-                env["HLLM_FEAST_HOME"] = str(root / "feast-stale")
-            command = [sys.executable, "-m", "bentoml", "serve", "hllm_serving.service:HLLMService"]
-            proc = subprocess.Popen(
-                [*command, "--host", "127.0.0.1", "--port", str(port)],
-                env=env,
-                cwd=REPO,
-                stdout=log.open("w"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            running[name] = (port, proc, log)
-        for name, (port, proc, log) in running.items():
-            _wait(lambda p=port: _get(f"http://127.0.0.1:{p}/readyz")[0] == 200, f"{name} ready", 300, proc, log)
-        yield {name: port for name, (port, _, _) in running.items()}
+        for (name, faults), port in zip(FAULTS.items(), live.free_ports(len(FAULTS)), strict=True):
+            feast = root / ("feast-stale" if name == "slow" else "feast")
+            env = {"HLLM_MODEL": tag, "HLLM_FEAST_HOME": str(feast)}
+            running.append(live.start_server(name, port, live.own_home(root / f"home-{name}"), env, faults))
+        for server in running:
+            server.wait_ready()
+        yield {server.name: server.port for server in running}
     finally:
-        for _, proc, _ in running.values():
-            stop_group(proc)
+        for server in running:
+            live.stop(server.proc)
 
 
 @pytest.fixture(scope="module")
 def prometheus(prometheus_binary, servers, tmp_path_factory):
-    root = tmp_path_factory.mktemp("prometheus")
-    targets = [
-        {"targets": [f"127.0.0.1:{port}"], "labels": {"namespace": NAMESPACE, "rollouts_pod_template_hash": name}}
-        for name, port in servers.items()
-    ]
-    config = {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [{"job_name": "hllm", "metrics_path": "/metrics", "static_configs": targets}],
-    }
-    (root / "prometheus.yml").write_text(yaml.safe_dump(config))
-    (port,), log = _free_ports(1), root / "prometheus.txt"
-    proc = subprocess.Popen(
-        [
-            prometheus_binary,
-            f"--config.file={root / 'prometheus.yml'}",
-            f"--storage.tsdb.path={root / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    started = live.start_prometheus(prometheus_binary, tmp_path_factory.mktemp("prometheus"), servers, NAMESPACE)
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait(lambda: _get(f"{url}/-/ready")[0] == 200, "Prometheus ready", 120, proc, log)
-        yield PrometheusAPI(url)
+        yield PrometheusAPI(started.url)
     finally:
-        stop_group(proc)
-
-
-def _recommend(port: int, user: str) -> int:
-    body = json.dumps({"user_id": user, "k": 5}).encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/recommend", data=body, headers={"content-type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
-def _drive(port: int, users: list[str], requests: int, clients: int) -> list[int]:
-    with ThreadPoolExecutor(clients) as pool:
-        return list(pool.map(lambda i: _recommend(port, users[i % len(users)]), range(requests)))
+        live.stop(started.proc)
 
 
 def _scraped(prometheus, metric: str, server: str, at_least: int) -> bool:
-    """Whether Prometheus holds a /recommend ``metric`` of ``server`` that reached ``at_least``."""
-    selector = f'namespace="{NAMESPACE}", rollouts_pod_template_hash="{server}", endpoint="/recommend"'
-    found = prometheus(f"sum({metric}{{{selector}}})")
-    return bool(found) and found[0] >= at_least
+    return live.scraped(prometheus, metric, NAMESPACE, server, at_least)
 
 
 @pytest.fixture(scope="module")
@@ -211,15 +102,17 @@ def traffic(model, servers, prometheus):
     _, _, users = model
     histogram = "bentoml_service_request_duration_seconds_count"
     for name, port in servers.items():
-        _recommend(port, users[-1])
-        _wait(lambda n=name: _scraped(prometheus, histogram, n, 1), f"{name}: first request scraped", 120)
+        live.recommend(port, users[-1])
+        live.wait(lambda n=name: _scraped(prometheus, histogram, n, 1), f"{name}: first request scraped", 120)
     with ThreadPoolExecutor(1) as background:
-        slow = background.submit(_drive, servers["slow"], users, REQUESTS["slow"], CLIENTS["slow"])
-        statuses = {name: _drive(servers[name], users, REQUESTS[name], CLIENTS[name]) for name in ("healthy", "errors")}
+        slow = background.submit(live.drive, servers["slow"], users, REQUESTS["slow"], CLIENTS["slow"])
+        statuses = {
+            name: live.drive(servers[name], users, REQUESTS[name], CLIENTS[name]) for name in ("healthy", "errors")
+        }
         statuses["slow"] = slow.result()
     counter = "bentoml_service_request_total"
     for name, sent in REQUESTS.items():
-        _wait(lambda n=name, s=sent: _scraped(prometheus, counter, n, s + 1), f"{name}: all requests scraped", 120)
+        live.wait(lambda n=name, s=sent: _scraped(prometheus, counter, n, s + 1), f"{name}: all requests scraped", 120)
     return statuses
 
 

@@ -7,32 +7,20 @@ import time
 from pathlib import Path
 
 import pytest
-from testdata import tiny_run_overrides
+from testdata import drift_windows, tiny_run_overrides
 from typer.testing import CliRunner
 
 from hllm.cli import app
-from hllm.data.schema import Dataset
-from hllm.data.synth import SynthConfig, generate
 from hllm.drift import LocalLauncher
 
 pytestmark = pytest.mark.integration
 
 
-def _windows(tmp_path: Path) -> tuple[Path, Path]:
-    demo = generate(SynthConfig(seed=0))
-    reference = demo.save_csv(tmp_path / "reference")
-    first_tag = demo.items["tag"].str.split(",").str[0]
-    category = set(demo.items.loc[first_tag.isin(first_tag.value_counts().index[:2]), "item_id"])
-    shifted = demo.interactions[demo.interactions["item_id"].isin(category)]
-    counts = shifted["user_id"].value_counts()
-    shifted = shifted[shifted["user_id"].isin(counts[counts >= 3].index)]
-    return reference, Dataset(shifted, demo.items).save_csv(tmp_path / "shifted")
-
-
 def test_shifted_window_starts_one_local_retraining_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The retraining run (a child process) registers into an empty store: no champion, whatever ran before.
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
-    reference, shifted = _windows(tmp_path)
+    monkeypatch.delenv("MASTER_PORT", raising=False)  # set by an earlier in-process training, whose port stays taken
+    reference, shifted = drift_windows(tmp_path)
     state = tmp_path / "trigger" / "state.json"
     args = ["drift", "check", "--reference", str(reference), "--current", str(shifted), "--out", str(tmp_path / "d")]
     args += ["--retrain", "--state", str(state)]
@@ -66,7 +54,7 @@ def test_shifted_window_starts_one_local_retraining_run(tmp_path: Path, monkeypa
 
 
 def test_unshifted_window_starts_nothing(tmp_path: Path) -> None:
-    reference, _ = _windows(tmp_path)
+    reference, _ = drift_windows(tmp_path)
     state = tmp_path / "state.json"
     args = ["drift", "check", "--reference", str(reference), "--current", str(reference), "--out", str(tmp_path / "d")]
     result = CliRunner().invoke(app, [*args, "--retrain", "--state", str(state)])

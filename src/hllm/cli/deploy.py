@@ -46,10 +46,16 @@ def deploy_analyze(
     ] = None,
     template: Annotated[Path | None, typer.Option(help="AnalysisTemplate YAML [default: the service's].")] = None,
     output: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the run as JSON here.")] = None,
+    candidate: Annotated[
+        str | None,
+        typer.Option(help="The canary's model tag: promoted to champion if Successful, else marked rejected."),
+    ] = None,
 ) -> None:
     """Run the canary's AnalysisTemplate locally against a Prometheus, as Argo would; exit 5 unless Successful.
 
-    Takes as long as the template says (interval x count).
+    Takes as long as the template says (interval x count). With --candidate, the outcome goes to the BentoML
+    store: a Successful canary becomes the champion; otherwise the champion keeps its label and the candidate is
+    marked rejected (stopping its server, or the canary pods, is the caller's: Argo's on a cluster).
     """
     from dataclasses import asdict
 
@@ -62,13 +68,33 @@ def deploy_analyze(
             raise ValueError(f"--arg must be name=value, got {args}")
         return run_analysis(load_template(template or ANALYSIS_TEMPLATE), values, PrometheusAPI(prometheus))
 
+    if candidate is not None:
+        _model_or_exit(candidate)  # a misspelt tag fails now, not after the analysis
     run = _guarded(action)
     out.print(run.summary(), highlight=False, markup=False)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(asdict(run), indent=2, default=str))
+    if candidate is not None:
+        from hllm_serving.registry import conclude
+
+        done = _guarded(lambda: conclude(candidate, run.phase == "Successful"))
+        if done["outcome"] == "promoted":
+            console.print(f"champion: {done['champion']} (promoted; was {done['previous']})")
+        else:
+            console.print(f"rejected: {done['candidate']}; champion stays {done['champion']}")
     if run.phase != "Successful":
         raise typer.Exit(EXIT_ANALYSIS_FAILED)
+
+
+def _model_or_exit(tag: str) -> None:
+    import bentoml
+
+    try:
+        _guarded(lambda: bentoml.models.get(tag))
+    except bentoml.exceptions.NotFound:
+        console.print(f"[red]error:[/red] no model '{tag}' in the BentoML store")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
 @deploy_app.command("promote")

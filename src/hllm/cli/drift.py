@@ -39,6 +39,7 @@ def drift_check(
     cooldown_hours: Annotated[float, typer.Option(help="Minimum time between two retraining starts.")] = 6.0,
     host: Annotated[str | None, typer.Option(help="KFP endpoint: retrain on the cluster instead of locally.")] = None,
     overrides: Annotated[list[str] | None, typer.Option("--set", help="Run config overrides for retraining.")] = None,
+    thresholds: Annotated[str, typer.Option(help="Gate thresholds (JSON, see hllm.gating) for retraining.")] = "{}",
     fail_on_drift: Annotated[bool, typer.Option(help="Exit 4 when drift is detected (off for CronJobs).")] = True,
 ) -> None:
     """Compare the current window with the reference; exit 4 when drift is detected (after any retraining start)."""
@@ -64,7 +65,8 @@ def drift_check(
         if src.suffix == ".jsonl":
             console.print("[red]error:[/red] --retrain needs --retrain-src DATA when --current is a request log")
             raise typer.Exit(EXIT_BAD_INPUT)
-        trigger = RetrainTrigger(state, _launcher(src, host, overrides, state.parent), cooldown_hours * 3600)
+        launcher = _launcher(src, host, overrides, state.parent, thresholds)
+        trigger = RetrainTrigger(state, launcher, cooldown_hours * 3600)
         summary["retrain"] = trigger.maybe_retrain(result.drifted)
     out.print(json.dumps(summary, indent=2), soft_wrap=True, markup=False, highlight=False)  # JSON, unwrapped
     if result.drifted and fail_on_drift:
@@ -111,18 +113,22 @@ def _item_vectors(tag: str) -> dict:
     return dict(zip(predictor.item_ids, predictor.raw_vectors[1:].numpy(), strict=True))
 
 
-def _launcher(src: Path, host: str | None, overrides: list[str] | None, work: Path):
+def _launcher(src: Path, host: str | None, overrides: list[str] | None, work: Path, thresholds: str = "{}"):
     from hllm.drift import KfpLauncher, LocalLauncher
+    from hllm.gating import GateThresholds
+
+    _guarded(lambda: GateThresholds.from_json(thresholds))  # a bad --thresholds fails here, not in the run
 
     sets = [arg for item in overrides or [] for arg in ("--set", item)]
     if host is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         command = [sys.executable, "-m", "hllm.cli", "run", "--src", str(src.resolve()), *sets]
+        command += ["--thresholds", thresholds]
         command += ["--out", str((work / f"retrain-{stamp}").resolve())]
         return LocalLauncher(command, work / f"retrain-{stamp}.log")
     import kfp
 
     from hllm_pipelines.cluster import submit
 
-    arguments = {"data_uri": str(src), **_pipeline_arguments(None, overrides)}
+    arguments = {"data_uri": str(src), **_pipeline_arguments(None, overrides), "gate_thresholds": thresholds}
     return KfpLauncher(kfp.Client(host=host), lambda client: submit(host, arguments, client=client))
