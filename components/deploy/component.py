@@ -10,7 +10,7 @@ whole rendered Rollout path (``rollout.yaml``, `hllm.rollout.render_canary`) and
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Output
 
-from hllm_components import DEFAULT_IMAGE
+from .. import DEFAULT_IMAGE  # the package constant (a relative import: no library is loaded here)
 
 
 def deploy(

@@ -6,7 +6,7 @@ The accelerator is requested by the pipeline, never here; the step uses a GPU wh
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output
 
-from hllm_components import DEFAULT_IMAGE
+from .. import DEFAULT_IMAGE  # the package constant (a relative import: no library is loaded here)
 
 
 def embed_items(dataset: Input[Dataset], run_config: str, vectors: Output[Artifact]):

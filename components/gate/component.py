@@ -9,7 +9,7 @@ Returns whether the candidate passed; the decision artifact holds every check wi
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Output
 
-from hllm_components import DEFAULT_IMAGE
+from .. import DEFAULT_IMAGE  # the package constant (a relative import: no library is loaded here)
 
 
 def gate(

@@ -7,7 +7,7 @@ built here, once, into the stored model folder (``item_index/``): servers memory
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
-from hllm_components import DEFAULT_IMAGE
+from .. import DEFAULT_IMAGE  # the package constant (a relative import: no library is loaded here)
 
 
 def register(

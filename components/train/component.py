@@ -10,7 +10,7 @@ PyTorchJob paths encode the catalogue again.
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
-from hllm_components import DEFAULT_IMAGE
+from .. import DEFAULT_IMAGE  # the package constant (a relative import: no library is loaded here)
 
 
 def train(

@@ -7,7 +7,7 @@ fails with the message naming the suite, expectation, column and rows.
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Output
 
-from hllm_components import DEFAULT_IMAGE
+from .. import DEFAULT_IMAGE  # the package constant (a relative import: no library is loaded here)
 
 
 def validate_data(
