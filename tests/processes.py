@@ -3,6 +3,7 @@ tiny trained model registered in the (throwaway) BentoML store for servers to lo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -19,17 +20,30 @@ def free_port() -> int:
 
 
 def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    """Stop a process started with ``start_new_session=True`` and everything it started (a server and its
-    workers): ``sig`` first, SIGKILL if it has not ended 20 s later."""
+    """Stop a server started with ``start_new_session=True`` and every process under it: ``sig`` first, SIGKILL
+    for whatever still runs 20 s later.
+
+    BentoML starts each worker in a session of its own, so a signal to the server's process group misses the
+    workers; they are found as descendants and signalled one by one. (A SIGKILL of the server alone leaves its
+    worker serving on the inherited socket: not the dead replica a `kill -9` test means.)
+    """
+    import psutil
+
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
     for each in (sig, signal.SIGKILL):
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, each)
-            proc.wait(timeout=20)
+        for member in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.send_signal(each)
+        _, family = psutil.wait_procs(family, timeout=20)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=1 if family else 20)
+        if not family and proc.poll() is not None:
             return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def register_tiny_model(root: Path, name: str, *, seed: int = 5, epochs: int = 1, users: int = 120, items: int = 80):
