@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from processes import serve_command
 from processes import stop_group as stop  # what every test that starts servers uses
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,9 +105,8 @@ def start_server(
     full = {**os.environ, **env, "BENTOML_HOME": str(home), **(faults or {})}
     if faults:
         full["HLLM_FAULT_INJECTION"] = "tests-only"
-    command = [sys.executable, "-m", "bentoml", "serve", "hllm_serving.service:HLLMService"]
     proc = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        serve_command(port),
         env=full,
         cwd=REPO,
         stdout=log.open("w"),

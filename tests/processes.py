@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 
@@ -17,6 +18,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def serve_command(port: int) -> list[str]:
+    """``bentoml serve`` of the HLLM service on 127.0.0.1:``port`` (what `hllm serve` execs, minus its checks)."""
+    service = "hllm_serving.service:HLLMService"
+    return [sys.executable, "-m", "bentoml", "serve", service, "--host", "127.0.0.1", "--port", str(port)]
 
 
 def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:

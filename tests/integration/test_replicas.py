@@ -10,7 +10,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -19,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from processes import register_tiny_model, stop_group
+from processes import register_tiny_model, serve_command, stop_group
 from redis_server import INSTALL_HINT, RedisServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -33,18 +32,10 @@ class Replica:
 
     def __init__(self, tag: str, env: dict, log: Path) -> None:
         self.port = free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            "hllm_serving.service:HLLMService",
-            "--port",
-            str(self.port),
-        ]
+        command = serve_command(self.port)
         self.output = log
         self.proc = subprocess.Popen(
-            [*command, "--host", "127.0.0.1"],
+            command,
             env={**os.environ, **env, "HLLM_MODEL": tag},
             cwd=REPO,
             stdout=log.open("w"),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import bentoml
 import pytest
-from processes import free_port, register_tiny_model, stop_group
+from processes import free_port, register_tiny_model, serve_command, stop_group
 
 from hllm_feature_repo.store import sync
 
@@ -25,16 +25,7 @@ class Server:
     def __init__(self, tag: str, feast_home: Path, log: Path) -> None:
         self.port = free_port()
         env = {**os.environ, "HLLM_MODEL": tag, "HLLM_FEAST_HOME": str(feast_home), "HLLM_REQUEST_LOG": str(log)}
-        command = [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            "hllm_serving.service:HLLMService",
-            "--port",
-            str(self.port),
-        ]
-        command += ["--host", "127.0.0.1"]
+        command = serve_command(self.port)
         self.output = log.with_suffix(".server.txt")
         self.proc = subprocess.Popen(
             command, env=env, cwd=REPO, stdout=self.output.open("w"), stderr=subprocess.STDOUT, start_new_session=True
