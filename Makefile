@@ -32,13 +32,16 @@ demo: setup
 test: setup lint
 	$(BIN)/python -m pytest
 
-# The replica tests need a real redis-server (Debian package); installed here if missing, never skipped.
+# The integration tier needs real servers (Debian packages): installed here when missing, never skipped.
+# $(call need,COMMAND,PACKAGE): fail saying what to install when the command is missing and cannot be installed.
+need = command -v $(1) >/dev/null || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	{ $$S apt-get update -qq && $$S apt-get install -y -qq $(2); } >/dev/null && command -v $(1) >/dev/null; } || \
+	{ echo "$(1) is missing and could not be installed: apt-get install -y $(2)"; exit 1; }
+
 test-integration: setup
-	command -v redis-server >/dev/null || { S=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$S apt-get update && $$S apt-get install -y redis-server; } || \
-		{ echo "redis-server is missing and could not be installed: apt-get install -y redis-server"; exit 1; }
-	command -v prometheus >/dev/null || (apt-get update && apt-get install -y prometheus)
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	@$(call need,redis-server,redis-server)
+	@$(call need,prometheus,prometheus)
+	@$(call need,chromium,chromium)
 	$(BIN)/python -m pytest -m integration
 
 test-slow: setup
