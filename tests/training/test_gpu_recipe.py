@@ -20,6 +20,7 @@ sys.path.insert(0, str(REPO / "benchmarks" / "quality"))
 
 import gpu_bundle  # noqa: E402
 import gpu_run  # noqa: E402
+from testdata import SHARED_DATA  # noqa: E402
 
 from hllm.data.synth import SynthConfig, generate  # noqa: E402
 from hllm.models import HLLM, default_backbone_path  # noqa: E402
@@ -102,7 +103,7 @@ def test_the_recipe_runs_on_cpu_and_trains_the_item_llm(tiny_item_llm: Path, tmp
 def test_bundle_parts_fit_64_mib(weights: Path, tmp_path: Path) -> None:
     """Weights and code as built, the data as its raw CSVs (the bundle stores smaller Parquet), wheels budgeted."""
     code = gpu_bundle.folder_bytes(gpu_bundle.write_code(tmp_path / "code"))
-    office = REPO.parent / "shared" / "data" / "amazon-office-2014"
+    office = SHARED_DATA / "amazon-office-2014"
     data = gpu_bundle.folder_bytes(office) if office.is_dir() else 4 * 2**20
     total = gpu_bundle.folder_bytes(weights) + code + data + gpu_bundle.WHEEL_BUDGET_BYTES
     assert total < gpu_bundle.LIMIT_BYTES, f"{total / 2**20:.1f} MiB"
