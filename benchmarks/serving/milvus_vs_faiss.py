@@ -158,7 +158,7 @@ def run_milvus(vectors, queries, truth, n: int, work: Path) -> list[dict]:
     start = time.perf_counter()
     client.load_collection(name)
     load_s = round(time.perf_counter() - start, 1)
-    memory = proc_memory("milvus_lite/lib/milvus")
+    memory = proc_memory(f"milvus_lite/lib/milvus {work / 'milvus.db'}")  # this run's server only
     index_state = {k: client.describe_index(name, "v").get(k) for k in ("indexed_rows", "total_rows", "state")}
     rows = []
     for nprobe in NPROBE:
@@ -256,10 +256,12 @@ def run(args: argparse.Namespace) -> None:
         block = {"items": n, "same_source_top10": round(same, 4), "rows": [exact_row]}
         print(json.dumps({"items": n, "same_source_top10": block["same_source_top10"], **exact_row}), flush=True)
         kinds = ["ivf", "hnsw"] if n <= args.hnsw_max_items else ["ivf"]
-        block["rows"] += run_faiss(vectors, queries, truth, n, kinds, args.build_threads)
+        if "faiss" in args.engines:
+            block["rows"] += run_faiss(vectors, queries, truth, n, kinds, args.build_threads)
         work = Path(tempfile.mkdtemp(prefix="milvus-vs-faiss-"))
         try:
-            block["rows"] += run_milvus(vectors, queries, truth, n, work)
+            if "milvus" in args.engines:
+                block["rows"] += run_milvus(vectors, queries, truth, n, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         meta["results"].append(block)
@@ -283,6 +285,7 @@ def main() -> None:
     rn.add_argument("--noise", type=float, default=1.6, help="1.6: same-source top-10 .27 at 100k on the MiniLM source")
     rn.add_argument("--queries", type=int, default=500)
     rn.add_argument("--hnsw-max-items", type=int, default=100_000, help="faiss HNSW only up to this size (slow build)")
+    rn.add_argument("--engines", default="faiss,milvus", help="which engines to measure")
     rn.add_argument("--build-threads", type=int, default=2)
     rn.add_argument("--seed", type=int, default=0)
     rn.add_argument("--out", type=Path, default=Path("benchmarks/results/milvus-vs-faiss.json"))
