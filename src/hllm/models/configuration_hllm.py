@@ -81,6 +81,8 @@ class HLLMConfig(PretrainedConfig):
     """
 
     model_type = "hllm"
+    # It cannot be built without a backbone: transformers < 5.23 would otherwise call HLLMConfig() in save_pretrained.
+    has_no_defaults_at_init = True
 
     def __init__(
         self,

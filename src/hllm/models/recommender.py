@@ -89,7 +89,8 @@ def encode_item_states(
     chunks = []
     for start in range(0, len(items), batch_size):
         batch = tokenize_items(items[start : start + batch_size], tokenizer, model.config)
-        chunks.append(model.item_llm.pooled(batch["input_ids"], batch["attention_mask"]).float())  # (b, H)
+        batch = {name: value.to(model.device) for name, value in batch.items()}
+        chunks.append(model.item_llm.pooled(batch["input_ids"], batch["attention_mask"]).float().cpu())  # (b, H)
         if progress is not None:
             progress(min(start + batch_size, len(items)), len(items))
     model.train(was_training)
@@ -133,19 +134,21 @@ class HLLMRecommender:
     def item_vectors(self) -> Tensor:
         if self.item_states is None:
             raise ValueError("no catalogue states: load the model with its item_text_states or an items table")
-        rows = torch.arange(len(self.item_states))
-        return self.model.item_vectors_from_states(self.item_states, rows).float()
+        device = self.model.device  # results come back to the CPU wherever the model runs
+        rows = torch.arange(len(self.item_states), device=device)
+        return self.model.item_vectors_from_states(self.item_states.to(device), rows).float().cpu()
 
     @torch.no_grad()
     def user_vectors(self, histories: Tensor, item_vectors: Tensor) -> Tensor:
         # forward_user adds the input id vectors itself (only when they are not already in the item vectors).
+        histories, item_vectors = histories.to(self.model.device), item_vectors.to(self.model.device)
         outputs = self.model.forward_user(item_vectors[histories], (histories != 0).long(), item_ids=histories)
-        return outputs[:, -1].float()  # (B, D): the last position predicts the next item
+        return outputs[:, -1].float().cpu()  # (B, D): the last position predicts the next item
 
     @torch.no_grad()
     def encode_texts(self, items: Sequence[Mapping]) -> Tensor:
         states = encode_item_states(self.model, self.tokenizer, list(items))
-        return self.model.item_llm.proj(states.to(self.model.dtype)).float()
+        return self.model.item_llm.proj(states.to(self.model.device, self.model.dtype)).float().cpu()
 
     @torch.no_grad()
     def id_vectors(self, rows: Tensor) -> Tensor:
@@ -154,7 +157,7 @@ class HLLMRecommender:
         if table is None or not self.model.config.item_id_in_target:
             return out
         inside = (rows >= 0) & (rows < table.num_embeddings)  # rows beyond the table have no learned id
-        out[inside] = table(rows[inside]).float()
+        out[inside] = table(rows[inside].to(table.weight.device)).float().cpu()
         return out
 
     def save(self, folder: str | Path) -> None:

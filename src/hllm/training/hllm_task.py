@@ -137,10 +137,14 @@ class HLLMTask:
             mask = self.tokens["attention_mask"][distinct]
             width = int(mask.sum(dim=1).max())
             inputs = {"input_ids": self.tokens["input_ids"][distinct, :width], "attention_mask": mask[:, :width]}
+        # The catalogue stays on the CPU; the step's slice goes to the model's device (a GPU under DeepSpeed).
+        device = self.model.device
+        inputs = {name: value.to(device) for name, value in inputs.items()}
+        inverse, distinct = inverse.to(device), distinct.to(device)
         output = self.model(
             **inputs,
-            seq_index=inverse[: items.numel()].view_as(items),
-            seq_mask=(items != 0).long(),
+            seq_index=inverse[: items.numel()].view(items.shape),
+            seq_mask=(items != 0).long().to(device),
             neg_index=inverse[items.numel() :],
             item_ids=distinct,
             item_id_dropout=self.config.item_id_dropout,
