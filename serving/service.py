@@ -71,7 +71,15 @@ class BodyLimit:
 
 # Worker processes (HLLM_WORKERS, `serving.workers`): each one runs requests one at a time on one torch/faiss
 # thread; state is shared through the store and the memory-mapped index, so one per core uses them all.
-@bentoml.service(name="hllm", traffic={"timeout": 30}, workers=int(os.environ.get("HLLM_WORKERS", "1")))
+# BentoML's access log (a log line per request) and OpenTelemetry spans (no exporter is configured) cost ~15% of
+# a request's event-loop time (py-spy, docs/serving.md "Throughput"): both on only when asked for.
+@bentoml.service(
+    name="hllm",
+    traffic={"timeout": 30},
+    workers=int(os.environ.get("HLLM_WORKERS", "1")),
+    logging={"access": {"enabled": os.environ.get("HLLM_ACCESS_LOG", "0") == "1"}},
+    tracing={"excluded_urls": [] if os.environ.get("HLLM_TRACING", "0") == "1" else ["/"]},
+)
 class HLLMService:
     def __init__(self) -> None:
         import torch

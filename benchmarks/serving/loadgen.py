@@ -3,14 +3,17 @@
 Request ``i`` is due at ``start + i / rate`` whatever happened to the earlier ones (what a population of
 independent clients does; a closed loop such as wrk's slows down with the server and hides queueing). Its latency
 is measured from that due time, so a generator that falls behind charges the delay to the server, never hides it.
-A request is sent on an idle keep-alive connection, or a new one (up to ``max_connections``; beyond that it waits
-for one, still timed from its due time). Bodies are sent pre-encoded; the generator parses only the status line,
-``Content-Length`` and ``Retry-After``, so it costs far less CPU per request than the server does.
+``connections`` keep-alive connections are opened first and used in turn (the least recently used idle one:
+a multi-worker server binds each connection to one worker when it accepts it, so reusing the same few would load
+one worker and idle the others); when none is idle a new one is opened (up to ``max_connections``; beyond that a
+request waits for one, still timed from its due time). Bodies are sent pre-encoded; the generator parses only the
+status line, ``Content-Length`` and ``Retry-After``, so it costs far less CPU per request than the server does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -80,12 +83,13 @@ async def open_loop(
     seconds: float,
     max_connections: int = 256,
     timeout: float = 30.0,
+    connections: int = 32,
 ) -> tuple[list[Outcome], float]:
     """Send ``rate * seconds`` requests at a fixed rate; returns every outcome and the wall time taken."""
     total = int(rate * seconds)
     pick = requests if callable(requests) else (lambda i: requests[i % len(requests)])
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    opened = 0
+    idle = collections.deque([await asyncio.open_connection(host, port) for _ in range(connections)])
+    opened = connections
     slots = asyncio.Semaphore(max_connections)
     outcomes: list[Outcome] = []
 
@@ -94,7 +98,7 @@ async def open_loop(
         request = pick(i)
         payload = encode(host, port, request)
         async with slots:
-            conn = idle.pop() if idle else None
+            conn = idle.popleft() if idle else None
             status, retry_after, body = 0, None, b""
             try:
                 if conn is None:
@@ -152,6 +156,7 @@ class Closed:
 
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
 
 
 async def closed_loop(host: str, port: int, requests: Sequence[Request], connections: int, seconds: float) -> dict:
@@ -166,6 +171,7 @@ async def closed_loop(host: str, port: int, requests: Sequence[Request], connect
             started = time.perf_counter()
             writer.write(encode(host, port, requests[i % len(requests)]))
             status, _, _ = await _read_response(reader)
+            result.statuses[status] = result.statuses.get(status, 0) + 1
             if status == 200:
                 result.latencies.append(time.perf_counter() - started)
             else:
@@ -181,5 +187,6 @@ async def closed_loop(host: str, port: int, requests: Sequence[Request], connect
         "requests": len(ms) + result.errors,
         "rps": round((len(ms) + result.errors) / wall, 1),
         "errors": result.errors,
+        "statuses": {str(k): v for k, v in sorted(result.statuses.items())},
         **{f"p{q}_ms": round(float(np.percentile(ms, q)), 2) for q in (50, 90, 99)},
     }

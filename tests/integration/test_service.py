@@ -250,16 +250,16 @@ def test_the_openapi_document_is_true_under_schemathesis(deployed, tmp_path: Pat
     assert all(fuzzed.get(f"POST {path}", 0) >= 200 for path in apis), fuzzed  # GET probes take no input: 1 each
 
 
-def _post_answer(port: int, path: str, body: dict) -> tuple[int, dict, dict]:
-    """(status, headers, JSON body) of a POST, whatever the status."""
+def _post_answer(port: int, path: str, body: dict):
+    """(status, headers (case-insensitive), JSON body) of a POST, whatever the status."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as r:
-            return r.status, dict(r.headers), json.loads(r.read())
+            return r.status, r.headers, json.loads(r.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), json.loads(exc.read())
+        return exc.code, exc.headers, json.loads(exc.read())
 
 
 def test_an_overloaded_server_sheds_with_503_and_retry_after_and_keeps_every_accepted_event(deployed, tmp_path) -> None:
