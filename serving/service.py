@@ -5,9 +5,10 @@ histories by user id and for events; optional), ``HLLM_REQUEST_LOG`` (JSONL requ
 optional), ``HLLM_INDEX`` (``auto`` | ``exact`` | ``faiss``), ``HLLM_MAX_BODY_BYTES`` (default 1 MiB),
 ``HLLM_TORCH_THREADS`` (default 1), ``HLLM_WORKERS`` (worker processes, default 1), ``HLLM_MAX_IN_FLIGHT``
 (API requests one worker holds before it sheds with 503 + ``Retry-After``, default 8; `admission`),
-``HLLM_USER_LLM`` (``fast`` | ``eager``: `hllm.models.fast_user`, default fast). Replicas share state through
-the store (`hllm_feature_repo.online_log`): events are appended to a shared log and materialized into Feast;
-upserts go to a shared catalogue every replica polls (``HLLM_CATALOGUE_POLL_S``, default 0.5 s).
+``HLLM_USER_LLM`` (``fast`` | ``eager``: `hllm.models.fast_user`, default fast), ``HLLM_ACCESS_LOG`` and
+``HLLM_TRACING`` (``1``: BentoML's per-request access log / OpenTelemetry spans; default off). Replicas share
+state through the store (`hllm_feature_repo.online_log`): events are appended to a shared log and materialized
+into Feast; upserts go to a shared catalogue every replica polls (``HLLM_CATALOGUE_POLL_S``, default 0.5 s).
 Health: BentoML's ``/livez`` and ``/readyz``; metrics: ``/metrics`` (Prometheus: BentoML's and ours, see `metrics`);
 OpenAPI: ``/docs.json``. ``HLLM_FAULT_*``: test-only fault injection (`faults`), refused without its guard.
 """
