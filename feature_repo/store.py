@@ -100,19 +100,45 @@ def sync(dataset, home: str | Path, history_length: int | None = None, snapshots
     return SyncResult(str(home), tables.history_rows, tables.users, tables.items, str(start), str(end), incremental)
 
 
+def _view(store):
+    """The ``user_recent_items`` FeatureView of ``store``, looked up in the registry once."""
+    view = _VIEWS.get(id(store))
+    if view is None:
+        view = _VIEWS[id(store)] = store.get_feature_view("user_recent_items")
+    return view
+
+
+def _entity_key(user_id: str):
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    return EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=user_id)])
+
+
 def online_histories(store, user_ids: list[str]) -> list[dict]:
     """Per user, ``{"item_ids", "timestamps", "length"}``: the last N items oldest first and how many events the
-    user has in all (empty lists and 0 for unknown users)."""
-    service = store.get_feature_service("hllm_v1")
-    rows = store.get_online_features(features=service, entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
+    user has in all (empty lists and 0 for unknown users).
+
+    The row of ``hllm_v1`` (all of ``user_recent_items``, ttl 0: never expires), read with the online store's own
+    ``online_read``: one Redis round trip (a pipelined HMGET) or one SQLite query, without the 5-10 ms that
+    ``get_online_features`` spends on registry lookups and response conversion (profiled).
+    """
+    rows = store._get_provider().online_read(
+        config=store.config,
+        table=_view(store),
+        entity_keys=[_entity_key(u) for u in user_ids],
+        requested_features=["recent_item_ids", "recent_timestamps", "history_length"],
+    )
     out = []
-    for ids, times, length in zip(
-        rows["recent_item_ids"], rows["recent_timestamps"], rows["history_length"], strict=True
-    ):
-        items = list(ids or [])
-        out.append(
-            {"item_ids": items, "timestamps": [int(t) for t in (times or [])], "length": int(length or len(items))}
+    for _, values in rows:
+        values = values or {}
+        ids, times, length = (values.get(f) for f in ("recent_item_ids", "recent_timestamps", "history_length"))
+        items = list(ids.string_list_val.val) if ids is not None and ids.HasField("string_list_val") else []
+        stamps = (
+            [int(t) for t in times.int64_list_val.val] if times is not None and times.HasField("int64_list_val") else []
         )
+        total = int(length.int64_val) if length is not None and length.HasField("int64_val") else 0
+        out.append({"item_ids": items, "timestamps": stamps, "length": total or len(items)})
     return out
 
 
@@ -147,13 +173,10 @@ def write_history(
     the push path's registry lookups and DataFrame conversion (40 ms of a 60 ms event, profiled)."""
     from datetime import timedelta
 
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Int64List, StringList, Value
 
-    view = _VIEWS.get(id(store))
-    if view is None:
-        view = _VIEWS[id(store)] = store.get_feature_view("user_recent_items")
-    key = EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=user_id)])
+    view = _view(store)
+    key = _entity_key(user_id)
     values = {
         "recent_item_ids": Value(string_list_val=StringList(val=list(item_ids))),
         "recent_timestamps": Value(int64_list_val=Int64List(val=[int(t) for t in timestamps])),

@@ -3,9 +3,12 @@
 Environment: ``HLLM_MODEL`` (BentoML model tag, default ``hllm:latest``), ``HLLM_FEAST_HOME`` (Feast data, for
 histories by user id and for events; optional), ``HLLM_REQUEST_LOG`` (JSONL request log for drift monitoring;
 optional), ``HLLM_INDEX`` (``auto`` | ``exact`` | ``faiss``), ``HLLM_MAX_BODY_BYTES`` (default 1 MiB),
-``HLLM_TORCH_THREADS`` (default 1). Replicas share state through the store (`hllm_feature_repo.online_log`): events
-are appended to a shared log and materialized into Feast; upserts go to a shared catalogue every replica polls
-(``HLLM_CATALOGUE_POLL_S``, default 0.5 s).
+``HLLM_TORCH_THREADS`` (default 1), ``HLLM_WORKERS`` (worker processes, default 1), ``HLLM_MAX_IN_FLIGHT``
+(API requests one worker holds before it sheds with 503 + ``Retry-After``, default 8; `admission`),
+``HLLM_USER_LLM`` (``fast`` | ``eager``: `hllm.models.fast_user`, default fast), ``HLLM_ACCESS_LOG`` and
+``HLLM_TRACING`` (``1``: BentoML's per-request access log / OpenTelemetry spans; default off). Replicas share
+state through the store (`hllm_feature_repo.online_log`): events are appended to a shared log and materialized
+into Feast; upserts go to a shared catalogue every replica polls (``HLLM_CATALOGUE_POLL_S``, default 0.5 s).
 Health: BentoML's ``/livez`` and ``/readyz``; metrics: ``/metrics`` (Prometheus: BentoML's and ours, see `metrics`);
 OpenAPI: ``/docs.json``. ``HLLM_FAULT_*``: test-only fault injection (`faults`), refused without its guard.
 """
@@ -20,6 +23,7 @@ import bentoml
 from bentoml.exceptions import InvalidArgument, NotFound
 from pydantic import BaseModel, Field, StrictBool
 
+from hllm_serving.admission import Admission
 from hllm_serving.contract import (
     Conflict,
     Contract,
@@ -66,7 +70,17 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
-@bentoml.service(name="hllm", traffic={"timeout": 30}, workers=1)
+# Worker processes (HLLM_WORKERS, `serving.workers`): each one runs requests one at a time on one torch/faiss
+# thread; state is shared through the store and the memory-mapped index, so one per core uses them all.
+# BentoML's access log (a log line per request) and OpenTelemetry spans (no exporter is configured) cost ~15% of
+# a request's event-loop time (py-spy, docs/serving.md "Throughput"): both on only when asked for.
+@bentoml.service(
+    name="hllm",
+    traffic={"timeout": 30},
+    workers=int(os.environ.get("HLLM_WORKERS", "1")),
+    logging={"access": {"enabled": os.environ.get("HLLM_ACCESS_LOG", "0") == "1"}},
+    tracing={"excluded_urls": [] if os.environ.get("HLLM_TRACING", "0") == "1" else ["/"]},
+)
 class HLLMService:
     def __init__(self) -> None:
         import torch
@@ -78,14 +92,18 @@ class HLLMService:
         tag = os.environ.get("HLLM_MODEL", "hllm:latest")
         try:
             self.model_ref = bentoml.models.get(tag)
-            self.predictor = Predictor.load(self.model_ref.path, index_kind=os.environ.get("HLLM_INDEX", "auto"))
+            self.predictor = Predictor.load(
+                self.model_ref.path,
+                index_kind=os.environ.get("HLLM_INDEX", "auto"),
+                user_llm=os.environ.get("HLLM_USER_LLM", "fast"),
+            )
         except Exception as exc:  # any failure to load is fatal: say which model and why, then stop
             raise RuntimeError(f"cannot load model '{tag}' from the BentoML store: {exc}") from exc
         self.metrics = ServiceMetrics(str(self.model_ref.tag))
         self.predictor.stage_timer = self.metrics.stage  # User LLM and search latency histograms
         self.metrics.catalogue(len(self.predictor.item_ids))
-        # Requests run concurrently in BentoML's thread pool: one torch/faiss thread each uses the cores without
-        # oversubscription (HLLM_TORCH_THREADS overrides); set after loading, since an HNSW build uses every core.
+        # A worker runs one request at a time (BentoML's sync-API thread limit is 1): one torch/faiss thread per
+        # worker, one worker per core (HLLM_TORCH_THREADS overrides); set after loading (an HNSW build uses all).
         threads = int(os.environ.get("HLLM_TORCH_THREADS", "1"))
         torch.set_num_threads(threads)
         import faiss
@@ -212,6 +230,8 @@ class HLLMService:
         return EventResponse(user_id=user_id, history_length=total)
 
 
+# Outermost of ours: a shed request costs no body read, no validation and no store access.
+HLLMService.add_asgi_middleware(Admission, limit=int(os.environ.get("HLLM_MAX_IN_FLIGHT", "8")))
 HLLMService.add_asgi_middleware(Contract)
 HLLMService.add_asgi_middleware(BodyLimit, max_bytes=int(os.environ.get("HLLM_MAX_BODY_BYTES", str(1 << 20))))
 HLLMService.add_asgi_middleware(FaultInjection, faults=Faults.from_env())

@@ -102,7 +102,9 @@ def start_server(
     """`bentoml serve` the HLLM service on loopback ``port`` with BENTOML_HOME ``home`` (see `own_home`) and
     ``env`` (HLLM_MODEL, HLLM_FEAST_HOME...); ``faults`` (HLLM_FAULT_*) switch fault injection on."""
     log = home.parent / f"{name}.server.txt"
-    full = {**os.environ, **env, "BENTOML_HOME": str(home), **(faults or {})}
+    # Tests driving more concurrent clients than a worker admits by default (8) test other things; the admission
+    # limit has its own test (tests/integration/test_service.py), so these servers admit 64.
+    full = {"HLLM_MAX_IN_FLIGHT": "64", **os.environ, **env, "BENTOML_HOME": str(home), **(faults or {})}
     if faults:
         full["HLLM_FAULT_INJECTION"] = "tests-only"
     proc = subprocess.Popen(

@@ -161,6 +161,16 @@ def test_a_misspelt_analysis_template_field_fails_validation() -> None:
         validate_manifest(template)
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_service_runs_one_worker_per_cpu_it_is_given(overlay: str) -> None:
+    (container,) = _docs(_render(overlay))[("Rollout", "hllm")]["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    workers = [a.split("=", 1)[1] for a in args if a.startswith("serving.workers=")]
+    assert len(workers) == 1 and args[args.index(f"serving.workers={workers[0]}") - 1] == "--set"
+    resources = container["resources"]
+    assert int(workers[0]) == int(resources["limits"]["cpu"]) == int(resources["requests"]["cpu"])
+
+
 def test_service_pods_are_hardened() -> None:
     rollout = _docs(_render("manifests/overlays/istio"))[("Rollout", "hllm")]
     pod = rollout["spec"]["template"]["spec"]

@@ -116,6 +116,9 @@ def test_config_show_reads_a_file_and_overrides(tmp_path: Path) -> None:
         ("data.max_text_chars=0", "max_text_chars=0"),
         ("serving.index=annoy", "index='annoy'"),
         ("serving.torch_threads=0", "torch_threads=0"),
+        ("serving.workers=0", "workers=0"),
+        ("serving.max_in_flight=0", "max_in_flight=0"),
+        ("serving.user_llm=onnx", "user_llm='onnx'"),
     ],
 )
 def test_every_section_is_validated_when_read(override: str, named: str) -> None:
@@ -168,9 +171,17 @@ def test_pipeline_gets_the_data_section_and_the_history_length(tmp_path: Path) -
 
 
 def test_serving_section_becomes_the_service_environment() -> None:
-    serving = run_config_from_dict({"serving": {"index": "exact", "torch_threads": 2, "request_log": None}}).serving
-    assert serving == ServingConfig(index="exact", torch_threads=2, request_log=None)
-    assert serving.to_env() == {"HLLM_INDEX": "exact", "HLLM_TORCH_THREADS": "2", "HLLM_MAX_BODY_BYTES": "1048576"}
+    section = {"index": "exact", "torch_threads": 2, "request_log": None, "workers": 2, "user_llm": "eager"}
+    serving = run_config_from_dict({"serving": section}).serving
+    assert serving == ServingConfig(index="exact", torch_threads=2, request_log=None, workers=2, user_llm="eager")
+    assert serving.to_env() == {
+        "HLLM_INDEX": "exact",
+        "HLLM_TORCH_THREADS": "2",
+        "HLLM_MAX_BODY_BYTES": "1048576",
+        "HLLM_WORKERS": "2",
+        "HLLM_MAX_IN_FLIGHT": "8",
+        "HLLM_USER_LLM": "eager",
+    }
     assert ServingConfig().to_env()["HLLM_REQUEST_LOG"].endswith("runs/requests.jsonl")
 
 

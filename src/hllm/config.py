@@ -291,18 +291,29 @@ class ServingConfig:
         torch_threads: torch/faiss threads per request (requests already run concurrently).
         max_body_bytes: larger request bodies are refused with 413 before they reach the API.
         request_log: JSONL request log for drift checks; ``null`` for none.
+        workers: server worker processes; each runs one request at a time on ``torch_threads`` threads, so one
+            per CPU core (the manifests give a pod as many CPUs as workers).
+        max_in_flight: API requests one worker holds at once (running or waiting); more are shed with 503 and
+            ``Retry-After`` instead of queueing into timeouts (`serving/admission.py`).
+        user_llm: ``fast`` (`hllm.models.fast_user`, used when the backbone allows it and its outputs match the
+            module's at start) or ``eager`` (the transformers module: the reference).
     """
 
     index: str = "auto"
     torch_threads: int = 1
     max_body_bytes: int = 1 << 20
     request_log: str | None = "runs/requests.jsonl"
+    workers: int = 1
+    max_in_flight: int = 8
+    user_llm: str = "fast"
 
     def __post_init__(self) -> None:
         problems = []
         if self.index not in INDEX_KINDS:
             problems.append(f"index={self.index!r} (expected one of {INDEX_KINDS})")
-        for name in ("torch_threads", "max_body_bytes"):
+        if self.user_llm not in ("fast", "eager"):
+            problems.append(f"user_llm={self.user_llm!r} (expected fast or eager)")
+        for name in ("torch_threads", "max_body_bytes", "workers", "max_in_flight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problems.append(f"{name}={value!r} (must be an integer >= 1)")
@@ -317,6 +328,9 @@ class ServingConfig:
             "HLLM_INDEX": self.index,
             "HLLM_TORCH_THREADS": str(self.torch_threads),
             "HLLM_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "HLLM_WORKERS": str(self.workers),
+            "HLLM_MAX_IN_FLIGHT": str(self.max_in_flight),
+            "HLLM_USER_LLM": self.user_llm,
         }
         if self.request_log:
             env["HLLM_REQUEST_LOG"] = str(Path(self.request_log).resolve())

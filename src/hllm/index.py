@@ -38,9 +38,21 @@ META_FILE = "index.json"
 FAISS_FILE = "index.faiss"
 FORMAT = 1
 # Shipped settings, chosen on clustered (trained-like) item vectors: docs/serving.md, benchmarks/results/.
-HNSW_DEFAULTS = {"m": 32, "ef_construction": 100, "ef_search": 1536}
+HNSW_DEFAULTS = {"m": 32, "ef_construction": 100}
+# efSearch by catalogue size, from the recall table on realistic vectors (docs/serving.md "Recall/latency"): per
+# measured size, the smallest setting with recall@10 >= .95 against exact search, separately for item queries
+# (``ef_search``: `similar_items`) and user queries (``ef_search_user``: `recommend`, whose User-LLM vectors are
+# easier for the graph). A catalogue up to N items gets N's row; beyond the last row, the last row (unmeasured).
+# 100k: item .953 at 256, user .970 at 128; 1M: item .966 at 1536, user .981 at 512.
+EF_SEARCH_BY_SIZE = ((100_000, 256, 128), (1_000_000, 1536, 512))
 IVF_NPROBE = 32
 SAMPLE_ROWS = 16  # rows of the indexed vectors kept in index.json to check the index matches the model
+
+
+def hnsw_ef_search(n_items: int) -> dict:
+    """``{"ef_search", "ef_search_user"}`` for a catalogue of ``n_items`` (`EF_SEARCH_BY_SIZE`)."""
+    row = next((row for row in EF_SEARCH_BY_SIZE if n_items <= row[0]), EF_SEARCH_BY_SIZE[-1])
+    return {"ef_search": row[1], "ef_search_user": row[2]}
 
 
 def ivf_nlist(n_items: int) -> int:
@@ -64,7 +76,9 @@ class ExactIndex:
         """``vectors``: the whole new table (exact search just reads it)."""
         self.vectors = vectors.float().contiguous()
 
-    def search(self, users: Tensor, k: int, exclude: Sequence[Sequence[int]] | None = None) -> tuple[Tensor, Tensor]:
+    def search(
+        self, users: Tensor, k: int, exclude: Sequence[Sequence[int]] | None = None, user_queries: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """(scores, rows), both (U, k); rows are -1 where fewer than ``k`` rows remain unmasked."""
         return topk_scores(users.float(), self.vectors, k, exclude, exclude_all=[0])
 
@@ -113,15 +127,22 @@ class FaissIndex:
         new_retired = retired | frozenset(r for r in changed if r <= self.base)
         self._side = (new_rows, vectors[new_rows].float().contiguous(), new_retired)
 
-    def search(self, users: Tensor, k: int, exclude: Sequence[Sequence[int]] | None = None) -> tuple[Tensor, Tensor]:
+    def search(
+        self, users: Tensor, k: int, exclude: Sequence[Sequence[int]] | None = None, user_queries: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """``user_queries``: the queries are user vectors (`recommend`): HNSW searches with ``ef_search_user``
+        (when the index records one) instead of ``ef_search`` (item queries)."""
         side_rows, side_vectors, retired = self._side
         extra = max((len(e) for e in exclude), default=0) if exclude else 0
         fetch = min(k + extra + len(retired), self.base)
         params = None
-        if self.kind == "faiss-hnsw" and fetch > self.params["ef_search"]:
-            import faiss
+        if self.kind == "faiss-hnsw":
+            ef = int(self.params["ef_search"])
+            wanted = max(int(self.params.get("ef_search_user", ef)) if user_queries else ef, fetch)
+            if wanted != ef:
+                import faiss
 
-            params = faiss.SearchParametersHNSW(efSearch=fetch)
+                params = faiss.SearchParametersHNSW(efSearch=wanted)
         queries = np.ascontiguousarray(users.float().numpy())
         scores, ids = self.index.search(queries, fetch, params=params) if params else self.index.search(queries, fetch)
         side_scores = users.float() @ side_vectors.T if len(side_rows) else None
@@ -158,7 +179,7 @@ def build_faiss(vectors: Tensor, kind: str = "ivf", **params) -> FaissIndex:
     data = _faiss_vectors(vectors)
     n, dim = data.shape
     if kind == "hnsw":
-        p = {**HNSW_DEFAULTS, **params}
+        p = {**HNSW_DEFAULTS, **hnsw_ef_search(n), **params}
         index = faiss.IndexHNSWFlat(dim, int(p["m"]), faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = int(p["ef_construction"])
         index.add(data)

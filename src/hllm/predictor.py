@@ -80,9 +80,17 @@ class Predictor:
         self.ann = open_index(self.scoring_vectors, self.index_kind, index_dir)
 
     @classmethod
-    def load(cls, model_dir: str | Path, items: pd.DataFrame | None = None, index_kind: str = "exact") -> Predictor:
+    def load(
+        cls,
+        model_dir: str | Path,
+        items: pd.DataFrame | None = None,
+        index_kind: str = "exact",
+        user_llm: str = "eager",
+    ) -> Predictor:
         """Load ``model_dir``; HLLM item vectors come from its ``item_text_states.safetensors`` or from ``items``;
         its stored item index (`hllm.index.write_index`) is memory-mapped unless ``index_kind`` asks for another.
+        ``user_llm``: ``eager`` (the transformers module, the reference) or ``fast``
+        (`hllm.models.fast_user`, for serving: used when the backbone allows it and its outputs match).
 
         The history length is the one the model was trained with (its config's ``max_seq_len``).
         """
@@ -94,7 +102,11 @@ class Predictor:
         ids_file = folder / ITEM_IDS_FILE
         if not ids_file.is_file():
             raise DataError(f"missing {ITEM_IDS_FILE}: the catalogue of this model is unknown", path=folder)
+        if user_llm not in ("eager", "fast"):
+            raise ValueError(f"user_llm={user_llm!r} must be eager or fast")
         model = load_recommender(folder, items)
+        if user_llm == "fast" and hasattr(model, "use_fast_user_llm"):
+            model.use_fast_user_llm()
         item_ids = json.loads(ids_file.read_text())
         popular_file = folder / POPULAR_FILE
         popular = json.loads(popular_file.read_text()) if popular_file.is_file() else None
@@ -138,7 +150,7 @@ class Predictor:
             users = self.user_vectors(indices)
         exclude = [sorted(set(h)) for h in indices] if exclude_seen else None
         with self.stage_timer("search"):
-            scores, top = self.ann.search(users, k, exclude)
+            scores, top = self.ann.search(users, k, exclude, user_queries=True)
         return self._pairs(scores, top)
 
     def _pairs(self, scores: Tensor, top: Tensor) -> list[list[tuple[str, float]]]:

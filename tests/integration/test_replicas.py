@@ -83,7 +83,9 @@ def backend(request, trained):
 
     _, root, dataset = trained
     folder = root / request.param
-    env = {"HLLM_FEAST_HOME": str(folder / "feast"), "HLLM_CATALOGUE_POLL_S": "0.5"}
+    # 20+ concurrent event streams on two replicas: more than a worker admits by default (8); this test is about
+    # keeping every event, the admission limit has its own (tests/integration/test_service.py).
+    env = {"HLLM_FEAST_HOME": str(folder / "feast"), "HLLM_CATALOGUE_POLL_S": "0.5", "HLLM_MAX_IN_FLIGHT": "64"}
     server = None
     if request.param == "redis":
         if shutil.which("redis-server") is None:

@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import bentoml
@@ -22,9 +23,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class Server:
-    def __init__(self, tag: str, feast_home: Path, log: Path) -> None:
+    def __init__(self, tag: str, feast_home: Path, log: Path, env: dict | None = None) -> None:
         self.port = free_port()
-        env = {**os.environ, "HLLM_MODEL": tag, "HLLM_FEAST_HOME": str(feast_home), "HLLM_REQUEST_LOG": str(log)}
+        env = {
+            **os.environ,
+            "HLLM_MODEL": tag,
+            "HLLM_FEAST_HOME": str(feast_home),
+            "HLLM_REQUEST_LOG": str(log),
+            **(env or {}),
+        }
         command = serve_command(self.port)
         self.output = log.with_suffix(".server.txt")
         self.proc = subprocess.Popen(
@@ -241,6 +248,50 @@ def test_the_openapi_document_is_true_under_schemathesis(deployed, tmp_path: Pat
             fuzzed[finished["recorder"]["label"]] = len(finished["recorder"].get("cases", {}))
     apis = ("/recommend", "/recommend_batch", "/similar_items", "/upsert_items", "/events")
     assert all(fuzzed.get(f"POST {path}", 0) >= 200 for path in apis), fuzzed  # GET probes take no input: 1 each
+
+
+def _post_answer(port: int, path: str, body: dict):
+    """(status, headers (case-insensitive), JSON body) of a POST, whatever the status."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, r.headers, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, json.loads(exc.read())
+
+
+def test_an_overloaded_server_sheds_with_503_and_retry_after_and_keeps_every_accepted_event(deployed, tmp_path) -> None:
+    """Two workers holding one request each (a 5 s injected latency keeps them busy): of 8 concurrent events at
+    least 6 are shed at once with the documented 503; every event answered 200 is in the store, no shed one is."""
+    import psutil
+
+    from hllm_feature_repo.store import online_histories, open_store
+
+    tag, root, dataset = deployed
+    overload = {"HLLM_WORKERS": "2", "HLLM_MAX_IN_FLIGHT": "1", "HLLM_FAULT_INJECTION": "tests-only"}
+    running = Server(
+        tag, root / "feast", tmp_path / "requests.jsonl", env={**overload, "HLLM_FAULT_LATENCY_MS": "5000"}
+    )
+    try:
+        assert running.wait_ready(), running.output.read_text()[-3000:]
+        workers = [p for p in psutil.Process(running.proc.pid).children(recursive=True) if "python" in p.name()]
+        assert len(workers) == 2
+        item = dataset.interactions["item_id"].iloc[0]
+        bodies = [{"user_id": "shed-test-user", "item_id": item, "timestamp": 1_700_000_000 + j} for j in range(8)]
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda body: _post_answer(running.port, "/events", body), bodies))
+        statuses = sorted(status for status, _, _ in answers)
+        assert set(statuses) <= {200, 503} and statuses.count(503) >= 6 and 200 in statuses, statuses
+        for status, headers, body in answers:
+            if status == 503:
+                assert int(headers["Retry-After"]) >= 1 and "overloaded" in body["error"]
+        (row,) = online_histories(open_store(root / "feast"), ["shed-test-user"])
+        assert row["length"] == statuses.count(200)
+        assert running.get("/readyz")[0] == 200
+    finally:
+        running.stop()
 
 
 def test_requests_are_logged_for_drift_monitoring(server, deployed) -> None:

@@ -92,3 +92,33 @@ def test_open_index_uses_the_stored_kind_or_builds_the_asked_one(tmp_path: Path)
     assert open_index(vectors, "auto", None).kind == "exact"  # 2000 items: below FAISS_MIN_ITEMS
     with pytest.raises(ValueError, match="index kind"):
         open_index(vectors, "annoy", tmp_path)
+
+
+def test_ef_search_follows_the_catalogue_size_and_the_query_kind(monkeypatch) -> None:
+    from hllm import index as item_index
+
+    assert item_index.hnsw_ef_search(2_000) == {"ef_search": 256, "ef_search_user": 128}
+    assert item_index.hnsw_ef_search(100_000) == {"ef_search": 256, "ef_search_user": 128}
+    assert item_index.hnsw_ef_search(100_001) == {"ef_search": 1536, "ef_search_user": 512}
+    assert item_index.hnsw_ef_search(5_000_000) == {"ef_search": 1536, "ef_search_user": 512}  # beyond: last row
+    torch.manual_seed(0)
+    vectors = torch.nn.functional.normalize(torch.randn(301, 8), dim=-1)
+    built = build_index(vectors, "hnsw")
+    assert built.params["ef_search"] == 256 and built.params["ef_search_user"] == 128
+    asked: list[int] = []  # the efSearch of every per-call faiss.SearchParametersHNSW the search builds
+    import faiss
+
+    real = faiss.SearchParametersHNSW
+
+    def recording(**kwargs):
+        asked.append(kwargs["efSearch"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(faiss, "SearchParametersHNSW", recording)
+    built.search(vectors[1:3], 5)  # item queries: the index's own efSearch, no per-call parameters
+    built.search(vectors[1:3], 5, user_queries=True)
+    assert asked == [128]
+    older = build_index(vectors, "hnsw", ef_search=64)
+    del older.params["ef_search_user"]  # an index registered before the split: user queries use ef_search
+    older.search(vectors[1:3], 5, user_queries=True)
+    assert asked == [128]

@@ -367,6 +367,16 @@ class HLLM(PreTrainedModel):
         Raises:
             ValueError: when an auxiliary input the config asks for is missing.
         """
+        return self.user_llm(self.user_inputs(item_vectors, attention_mask, item_ids, timestamps), attention_mask)
+
+    def user_inputs(
+        self,
+        item_vectors: torch.Tensor,
+        attention_mask: torch.Tensor,
+        item_ids: torch.Tensor | None = None,
+        timestamps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The ``(B, L, D)`` User-LLM inputs of :meth:`forward_user` (item vectors plus the auxiliary embeddings)."""
         inputs = item_vectors  # (B, L, D)
         # With item_id_in_target the id vector is part of the item vector already (item_vectors_from_states,
         # whose sum outputs are scored against), so it is not added a second time here.
@@ -379,7 +389,7 @@ class HLLM(PreTrainedModel):
                 raise ValueError("use_timestamp_embedding is on: forward_user needs timestamps")
             buckets = timestamp_buckets(timestamps, attention_mask, self.config.num_timestamp_buckets)
             inputs = inputs + self.timestamp_embedding(buckets)
-        return self.user_llm(inputs, attention_mask)
+        return inputs
 
     def item_vectors_from_states(
         self, states: torch.Tensor, item_ids: torch.Tensor | None = None, item_id_dropout: float = 0.0

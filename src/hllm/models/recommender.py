@@ -121,6 +121,26 @@ class HLLMRecommender:
         self.model = model
         self.item_states = item_states
         self.tokenizer = tokenizer
+        self.fast_user = None  # a `FastBertUser` once `use_fast_user_llm` found it equal to the module
+
+    def use_fast_user_llm(self) -> bool:
+        """Rank with `hllm.models.fast_user.FastBertUser` when the User LLM is a supported BERT and its outputs
+        equal the module's (`hllm.models.fast_user.check`); otherwise keep the transformers module (logged)."""
+        from hllm.models.fast_user import FastBertUser, check
+
+        backbone = self.model.user_llm.backbone
+        if not FastBertUser.supports(backbone) or self.model.timestamp_embedding is not None:
+            logger.info("User LLM: the transformers module (no fast path for this backbone or config)")
+            return False
+        fast = FastBertUser(backbone)
+        try:
+            worst = check(fast, self.model.user_llm, self.model.user_llm.hidden_size, self.max_seq_len)
+        except AssertionError as exc:
+            logger.warning("User LLM: keeping the transformers module: %s", exc)
+            return False
+        self.fast_user = fast
+        logger.info("User LLM: fast path (largest difference from the module %.1e)", worst)
+        return True
 
     @property
     def config(self):
@@ -142,7 +162,11 @@ class HLLMRecommender:
     def user_vectors(self, histories: Tensor, item_vectors: Tensor) -> Tensor:
         # forward_user adds the input id vectors itself (only when they are not already in the item vectors).
         histories, item_vectors = histories.to(self.model.device), item_vectors.to(self.model.device)
-        outputs = self.model.forward_user(item_vectors[histories], (histories != 0).long(), item_ids=histories)
+        mask = (histories != 0).long()
+        if self.fast_user is not None:
+            inputs = self.model.user_inputs(item_vectors[histories], mask, item_ids=histories)
+            return self.fast_user.last(inputs, mask).float().cpu()
+        outputs = self.model.forward_user(item_vectors[histories], mask, item_ids=histories)
         return outputs[:, -1].float().cpu()  # (B, D): the last position predicts the next item
 
     @torch.no_grad()
