@@ -19,12 +19,14 @@ def _right_padded(lengths: list[int], width: int) -> torch.Tensor:
 def test_slot_layer_equals_the_full_layer_at_the_slot(make_config, family: str) -> None:
     item = ItemLLM(make_config(item=family, item_token_layers=1)).eval()
     stack = item.stack
-    mask = _right_padded([5, 2, 7], 8)
-    slot = mask.sum(dim=1) - 1  # the last real position of each row
+    lengths = torch.tensor([5, 2, 7])
+    mask = _right_padded(lengths.tolist(), 8)  # the slot at index `lengths` of each row: 1 more attended
     hidden = torch.randn(3, 8, 32)
+    rows = torch.arange(3)
+    text_mask = _right_padded((lengths - 1).tolist(), 7)  # the text before the slot
     for index in range(stack.num_layers):
-        full = stack.run(hidden, mask, index, index + 1)[torch.arange(3), slot]  # (N, H)
-        fast = stack.slot_layer(index, hidden, mask, slot)
+        full = stack.run(hidden, mask, index, index + 1)[rows, lengths - 1]  # (N, H)
+        fast = stack.slot_layer(index, hidden[:, :7], text_mask, hidden[rows, lengths - 1], lengths - 1)
         assert torch.allclose(fast, full, atol=1e-5), (family, index)
 
 
@@ -39,12 +41,13 @@ def test_layer_runner_reproduces_the_backbone_forward(make_config, family: str) 
     assert torch.allclose(split.pooled(ids, mask), reference.pooled(ids, mask), atol=1e-5)
 
 
+@pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("family", ["bert", "llama"])
-def test_cached_bottom_states_give_the_vector_of_fresh_text(make_config, family: str) -> None:
+def test_cached_bottom_states_give_the_vector_of_fresh_text(make_config, family: str, layers: int) -> None:
     torch.manual_seed(1)
-    model = HLLM(make_config(item=family, item_token_layers=1)).eval()
+    model = HLLM(make_config(item=family, item_token_layers=layers)).eval()
     item = model.item_llm
-    assert item.split_layer == 1 and item.item_token is not None
+    assert item.split_layer == 2 - layers and item.item_token is not None
     ids = torch.randint(5, 2000, (4, 10))
     mask = _right_padded([10, 3, 7, 1], 10)
     fresh = model.encode_items(ids, mask)  # serving: text through every layer

@@ -97,34 +97,39 @@ class LayerStack:
         return self.backbone.norm(hidden) if self.family == "llama" else hidden
 
     def slot_layer(
-        self, index: int, hidden: torch.Tensor, attention_mask: torch.Tensor, slot: torch.Tensor
+        self, index: int, text: torch.Tensor, text_mask: torch.Tensor, slot_in: torch.Tensor, slot_pos: torch.Tensor
     ) -> torch.Tensor:
-        """Output of layer ``index`` at one position per row, ``(N, H)``: keys/values of all, the rest for one.
+        """Output of layer ``index`` at the ``[ITEM]`` slot only, ``(N, H)``: keys/values of all, the rest for one.
 
-        Equal to ``run(hidden, attention_mask, index, index + 1)[arange(N), slot]`` at a fraction of the cost.
+        Equal to running the full layer on the text with the slot at position ``slot_pos`` and reading that
+        position (tests/models/test_item_layers.py), at a fraction of the cost. The text's keys and values come
+        from ``text`` alone, so when ``text`` needs no gradient (cached bottom states) none is computed for it.
 
         Args:
-            hidden: ``(N, T, H)`` the layer's input.
-            attention_mask: ``(N, T)``, 1 on attended positions (the slot included).
-            slot: ``(N,)`` the position read in each row.
+            text: ``(N, T, H)`` the layer's input at the text positions (right-padded; what lies at or after
+                ``slot_pos`` is ignored).
+            text_mask: ``(N, T)``, 1 on real text tokens (``slot_pos`` of them per row).
+            slot_in: ``(N, H)`` the layer's input at the slot.
+            slot_pos: ``(N,)`` the slot's position, right after the last real token.
         """
         layer = self.layers[index]
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        keys = attention_mask.bool()[:, None, None, :]  # (N, 1, 1, T): the slot's query sees every real position
+        allowed = F.pad(text_mask.bool(), (0, 1), value=True)[:, None, None, :]  # (N, 1, 1, T+1): the slot last
+        mask = _additive(allowed, text.dtype)
         if self.family == "llama":
-            keys = keys & (torch.arange(hidden.shape[1], device=hidden.device) <= slot[:, None])[:, None, None, :]
-            return self._llama_slot(layer, hidden, _additive(keys, hidden.dtype), slot, rows)
-        return self._bert_slot(layer, hidden, _additive(keys, hidden.dtype), hidden[rows, slot][:, None])
+            return self._llama_slot(layer, text, mask, slot_in, slot_pos)
+        return self._bert_slot(layer, text, mask, slot_in[:, None])
 
     @staticmethod
-    def _bert_slot(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, query_in: torch.Tensor) -> torch.Tensor:
+    def _bert_slot(layer: nn.Module, text: torch.Tensor, mask: torch.Tensor, query_in: torch.Tensor) -> torch.Tensor:
         attention = layer.attention.self
         heads, size = attention.num_attention_heads, attention.attention_head_size
 
         def split(x: torch.Tensor) -> torch.Tensor:  # (N, t, H) -> (N, heads, t, d)
             return x.view(x.shape[0], x.shape[1], heads, size).transpose(1, 2)
 
-        q, k, v = split(attention.query(query_in)), split(attention.key(hidden)), split(attention.value(hidden))
+        q = split(attention.query(query_in))  # (N, heads, 1, d)
+        k = torch.cat([split(attention.key(text)), split(attention.key(query_in))], dim=2)  # (N, heads, T+1, d)
+        v = torch.cat([split(attention.value(text)), split(attention.value(query_in))], dim=2)
         dropout = attention.dropout.p if attention.training else 0.0
         context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=attention.scaling)
         context = context.transpose(1, 2).reshape(query_in.shape)  # (N, 1, H)
@@ -132,25 +137,36 @@ class LayerStack:
         return layer.output(layer.intermediate(attended), attended)[:, 0]  # (N, H)
 
     def _llama_slot(
-        self, layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, slot: torch.Tensor, rows: torch.Tensor
+        self, layer: nn.Module, text: torch.Tensor, mask: torch.Tensor, slot_in: torch.Tensor, slot_pos: torch.Tensor
     ) -> torch.Tensor:
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+        from transformers.models.llama.modeling_llama import repeat_kv, rotate_half
 
         attention = layer.self_attn
-        normed = layer.input_layernorm(hidden)  # (N, T, H)
-        query_in = normed[rows, slot][:, None]  # (N, 1, H)
-        size = attention.head_dim
-        n = hidden.shape[0]
-        q = attention.q_proj(query_in).view(n, 1, -1, size).transpose(1, 2)  # (N, heads, 1, d)
-        k = attention.k_proj(normed).view(n, hidden.shape[1], -1, size).transpose(1, 2)  # (N, kv, T, d)
-        v = attention.v_proj(normed).view(n, hidden.shape[1], -1, size).transpose(1, 2)
-        cos, sin = self._rotary(hidden)  # (1, T, d)
-        _, k = apply_rotary_pos_emb(k, k, cos, sin)
-        q, _ = apply_rotary_pos_emb(q, q, cos[0, slot][:, None], sin[0, slot][:, None])
+        n, size = text.shape[0], attention.head_dim
+        normed = layer.input_layernorm(text)  # (N, T, H)
+        normed_slot = layer.input_layernorm(slot_in)[:, None]  # (N, 1, H)
+
+        def heads(x: torch.Tensor, proj: nn.Module) -> torch.Tensor:  # (N, t, H) -> (N, heads, t, d)
+            return proj(x).view(n, x.shape[1], -1, size).transpose(1, 2)
+
+        def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:  # cos, sin: (B, t, d)
+            return x * cos[:, None] + rotate_half(x) * sin[:, None]
+
+        cos, sin = self._rotary(text)  # (1, T, d): text positions 0..T-1
+        slot_cos, slot_sin = self.backbone.rotary_emb(text, position_ids=slot_pos[:, None])  # (N, 1, d)
+        q = rope(heads(normed_slot, attention.q_proj), slot_cos, slot_sin)  # (N, heads, 1, d)
+        k = torch.cat(
+            [
+                rope(heads(normed, attention.k_proj), cos, sin),
+                rope(heads(normed_slot, attention.k_proj), slot_cos, slot_sin),
+            ],
+            dim=2,
+        )  # (N, kv, T+1, d)
+        v = torch.cat([heads(normed, attention.v_proj), heads(normed_slot, attention.v_proj)], dim=2)
         groups = attention.num_key_value_groups
         dropout = attention.attention_dropout if attention.training else 0.0
         context = F.scaled_dot_product_attention(
             q, repeat_kv(k, groups), repeat_kv(v, groups), attn_mask=mask, dropout_p=dropout, scale=attention.scaling
         )  # (N, heads, 1, d)
-        out = hidden[rows, slot] + attention.o_proj(context.transpose(1, 2).reshape(n, -1))  # (N, H)
+        out = slot_in + attention.o_proj(context.transpose(1, 2).reshape(n, -1))  # (N, H)
         return out + layer.mlp(layer.post_attention_layernorm(out))

@@ -226,12 +226,17 @@ class ItemLLM(nn.Module):
             weights = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
             return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (N, H)
         lengths = attention_mask.sum(dim=1)  # (N,)
-        positions = torch.arange(lower.shape[1] + 1, device=lower.device)  # (T+1,)
-        slot = positions[None, :] == lengths[:, None]  # (N, T+1)
-        hidden = torch.where(slot[..., None], self.item_token.to(lower.dtype), F.pad(lower, (0, 0, 0, 1)))
-        mask = (positions[None, :] <= lengths[:, None]).to(attention_mask.dtype)  # (N, T+1)
-        hidden = stack.run(hidden, mask, top, stack.num_layers - 1)  # (N, T+1, H)
-        return stack.finish(stack.slot_layer(stack.num_layers - 1, hidden, mask, lengths))  # (N, H)
+        last, rows = stack.num_layers - 1, torch.arange(len(lengths), device=lower.device)
+        text, slot_in = lower, self.item_token.to(lower.dtype).expand(len(lengths), -1)  # (N, T, H), (N, H)
+        if top < last:  # layers below the last one run on every position, the slot included
+            positions = torch.arange(lower.shape[1] + 1, device=lower.device)  # (T+1,)
+            slot = positions[None, :] == lengths[:, None]  # (N, T+1)
+            hidden = torch.where(slot[..., None], slot_in[:, None], F.pad(lower, (0, 0, 0, 1)))
+            mask = (positions[None, :] <= lengths[:, None]).to(attention_mask.dtype)  # (N, T+1)
+            hidden = stack.run(hidden, mask, top, last)  # (N, T+1, H)
+            text, slot_in = hidden[:, :-1], hidden[rows, lengths]
+        # The last layer for the slot alone; cached text states (top == last) then need no gradient at all.
+        return stack.finish(stack.slot_layer(last, text, attention_mask, slot_in, lengths))  # (N, H)
 
     def _run(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # Default position ids (0, 1, ...) are right for right padding.
