@@ -67,7 +67,17 @@ HLLM_TRAIN = {
 }
 # Trained Item LLM (partial mode): the top MiniLM layer and [ITEM] train; chosen on validation (docs/quality.md).
 PARTIAL_MODEL = {**HLLM_MODEL, "item_pooling": "item_token"}
-PARTIAL_TRAIN = {**HLLM_TRAIN, "mode": "partial", "partial_layers": 1}
+# Batches of 512 windows: a step's distinct items (histories + 4,096 negatives) are most of the catalogue either
+# way, so the Item-LLM work per step is about one catalogue pass and larger batches mean fewer passes per epoch.
+PARTIAL_TRAIN = {
+    **HLLM_TRAIN,
+    "mode": "partial",
+    "partial_layers": 1,
+    "batch_size": 512,
+    "epochs": 20,
+    "eval_every": 1,
+    "patience": 4,
+}
 SMOLLM2_MODEL = {**HLLM_MODEL, "item_backbone": "smollm2"}
 RECIPES = {
     "hllm": (HLLM_MODEL, HLLM_TRAIN, "all-MiniLM-L6-v2 (frozen, mean pooled, offline)"),

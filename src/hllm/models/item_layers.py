@@ -19,13 +19,46 @@ bidirectional, post-LN, no final norm) and Llama-type decoders (``embed_tokens``
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
 def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Boolean ``(..., Tq, Tk)`` attention permissions as an additive mask (0 allowed, dtype min otherwise)."""
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def _slot_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_slot: torch.Tensor,
+    v_slot: torch.Tensor,
+    segment: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Attention of one query per item over its own packed text tokens and the slot itself (varlen, no padding).
+
+    Args:
+        q: ``(N, kv, g, d)`` the slot's query per item (``g`` query heads per key/value head).
+        k, v: ``(R, kv, d)`` keys and values of the real text tokens of all items, packed.
+        k_slot, v_slot: ``(N, kv, d)`` the slot's own key and value.
+        segment: ``(R,)`` the item (row of ``q``) of each packed token.
+        scale: the softmax scale.
+
+    Returns:
+        ``(N, kv, g, d)``. Item texts are right-padded to the longest of the step (Office titles: median 29 of
+        64 tokens): packing skips the padding, as the released code's varlen attention does.
+    """
+    scores = (k[:, :, None] * q[segment]).sum(-1) * scale  # (R, kv, g)
+    slot_scores = (k_slot[:, :, None] * q).sum(-1) * scale  # (N, kv, g)
+    index = segment[:, None, None].expand_as(scores)
+    top = slot_scores.detach().scatter_reduce(0, index, scores.detach(), reduce="amax")  # per-item max, (N, kv, g)
+    weights, slot_weights = torch.exp(scores - top[segment]), torch.exp(slot_scores - top)
+    total = slot_weights.index_add(0, segment, weights)  # (N, kv, g)
+    context = (slot_weights[..., None] * v_slot[:, :, None]).index_add(
+        0, segment, weights[..., None] * v[:, :, None]
+    )  # (N, kv, g, d)
+    return context / total[..., None]
 
 
 class LayerStack:
@@ -102,8 +135,9 @@ class LayerStack:
         """Output of layer ``index`` at the ``[ITEM]`` slot only, ``(N, H)``: keys/values of all, the rest for one.
 
         Equal to running the full layer on the text with the slot at position ``slot_pos`` and reading that
-        position (tests/models/test_item_layers.py), at a fraction of the cost. The text's keys and values come
-        from ``text`` alone, so when ``text`` needs no gradient (cached bottom states) none is computed for it.
+        position (tests/models/test_item_layers.py; in eval mode: attention-probability dropout is not applied
+        here), at a fraction of the cost: the text is packed (no padding) and, when ``text`` needs no gradient
+        (cached bottom states), none is computed for it.
 
         Args:
             text: ``(N, T, H)`` the layer's input at the text positions (right-padded; what lies at or after
@@ -113,60 +147,50 @@ class LayerStack:
             slot_pos: ``(N,)`` the slot's position, right after the last real token.
         """
         layer = self.layers[index]
-        allowed = F.pad(text_mask.bool(), (0, 1), value=True)[:, None, None, :]  # (N, 1, 1, T+1): the slot last
-        mask = _additive(allowed, text.dtype)
+        real = text_mask.bool()  # (N, T)
+        segment, position = real.nonzero(as_tuple=True)  # (R,) item and position of each real token
+        packed = text[real]  # (R, H)
         if self.family == "llama":
-            return self._llama_slot(layer, text, mask, slot_in, slot_pos)
-        return self._bert_slot(layer, text, mask, slot_in[:, None])
+            return self._llama_slot(layer, packed, segment, position, slot_in, slot_pos)
+        return self._bert_slot(layer, packed, segment, slot_in)
 
     @staticmethod
-    def _bert_slot(layer: nn.Module, text: torch.Tensor, mask: torch.Tensor, query_in: torch.Tensor) -> torch.Tensor:
+    def _bert_slot(
+        layer: nn.Module, packed: torch.Tensor, segment: torch.Tensor, slot_in: torch.Tensor
+    ) -> torch.Tensor:
         attention = layer.attention.self
-        heads, size = attention.num_attention_heads, attention.attention_head_size
-
-        def split(x: torch.Tensor) -> torch.Tensor:  # (N, t, H) -> (N, heads, t, d)
-            return x.view(x.shape[0], x.shape[1], heads, size).transpose(1, 2)
-
-        q = split(attention.query(query_in))  # (N, heads, 1, d)
-        k = torch.cat([split(attention.key(text)), split(attention.key(query_in))], dim=2)  # (N, heads, T+1, d)
-        v = torch.cat([split(attention.value(text)), split(attention.value(query_in))], dim=2)
-        dropout = attention.dropout.p if attention.training else 0.0
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=attention.scaling)
-        context = context.transpose(1, 2).reshape(query_in.shape)  # (N, 1, H)
-        attended = layer.attention.output(context, query_in)  # dense, dropout, LN(. + residual)
+        heads, size, n = attention.num_attention_heads, attention.attention_head_size, slot_in.shape[0]
+        q = attention.query(slot_in).view(n, heads, 1, size)
+        k, v = attention.key(packed).view(-1, heads, size), attention.value(packed).view(-1, heads, size)
+        k_slot, v_slot = attention.key(slot_in).view(n, heads, size), attention.value(slot_in).view(n, heads, size)
+        context = _slot_attention(q, k, v, k_slot, v_slot, segment, attention.scaling).reshape(n, 1, -1)
+        attended = layer.attention.output(context, slot_in[:, None])  # dense, dropout, LN(. + residual)
         return layer.output(layer.intermediate(attended), attended)[:, 0]  # (N, H)
 
     def _llama_slot(
-        self, layer: nn.Module, text: torch.Tensor, mask: torch.Tensor, slot_in: torch.Tensor, slot_pos: torch.Tensor
+        self,
+        layer: nn.Module,
+        packed: torch.Tensor,
+        segment: torch.Tensor,
+        position: torch.Tensor,
+        slot_in: torch.Tensor,
+        slot_pos: torch.Tensor,
     ) -> torch.Tensor:
-        from transformers.models.llama.modeling_llama import repeat_kv, rotate_half
+        from transformers.models.llama.modeling_llama import rotate_half
 
         attention = layer.self_attn
-        n, size = text.shape[0], attention.head_dim
-        normed = layer.input_layernorm(text)  # (N, T, H)
-        normed_slot = layer.input_layernorm(slot_in)[:, None]  # (N, 1, H)
+        n, size = slot_in.shape[0], attention.head_dim
+        kv = attention.config.num_key_value_heads
+        normed, normed_slot = layer.input_layernorm(packed), layer.input_layernorm(slot_in)  # (R, H), (N, H)
 
-        def heads(x: torch.Tensor, proj: nn.Module) -> torch.Tensor:  # (N, t, H) -> (N, heads, t, d)
-            return proj(x).view(n, x.shape[1], -1, size).transpose(1, 2)
+        def rope(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:  # x (B, heads, d), positions (B,)
+            cos, sin = self.backbone.rotary_emb(x, position_ids=positions[None])  # (1, B, d)
+            return x * cos[0, :, None] + rotate_half(x) * sin[0, :, None]
 
-        def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:  # cos, sin: (B, t, d)
-            return x * cos[:, None] + rotate_half(x) * sin[:, None]
-
-        cos, sin = self._rotary(text)  # (1, T, d): text positions 0..T-1
-        slot_cos, slot_sin = self.backbone.rotary_emb(text, position_ids=slot_pos[:, None])  # (N, 1, d)
-        q = rope(heads(normed_slot, attention.q_proj), slot_cos, slot_sin)  # (N, heads, 1, d)
-        k = torch.cat(
-            [
-                rope(heads(normed, attention.k_proj), cos, sin),
-                rope(heads(normed_slot, attention.k_proj), slot_cos, slot_sin),
-            ],
-            dim=2,
-        )  # (N, kv, T+1, d)
-        v = torch.cat([heads(normed, attention.v_proj), heads(normed_slot, attention.v_proj)], dim=2)
-        groups = attention.num_key_value_groups
-        dropout = attention.attention_dropout if attention.training else 0.0
-        context = F.scaled_dot_product_attention(
-            q, repeat_kv(k, groups), repeat_kv(v, groups), attn_mask=mask, dropout_p=dropout, scale=attention.scaling
-        )  # (N, heads, 1, d)
-        out = slot_in + attention.o_proj(context.transpose(1, 2).reshape(n, -1))  # (N, H)
+        q = rope(attention.q_proj(normed_slot).view(n, -1, size), slot_pos).view(n, kv, -1, size)  # (N, kv, g, d)
+        k = rope(attention.k_proj(normed).view(-1, kv, size), position)  # (R, kv, d)
+        k_slot = rope(attention.k_proj(normed_slot).view(n, kv, size), slot_pos)
+        v, v_slot = attention.v_proj(normed).view(-1, kv, size), attention.v_proj(normed_slot).view(n, kv, size)
+        context = _slot_attention(q, k, v, k_slot, v_slot, segment, attention.scaling)  # (N, kv, g, d)
+        out = slot_in + attention.o_proj(context.reshape(n, -1))  # (N, H)
         return out + layer.mlp(layer.post_attention_layernorm(out))

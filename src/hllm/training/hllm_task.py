@@ -133,12 +133,14 @@ class HLLMTask:
         was_training = self.model.training
         self.model.eval()
         ids, mask = self.tokens["input_ids"], self.tokens["attention_mask"]
-        chunks = [
-            self.model.item_llm.lower_states(ids[i : i + ENCODE_BATCH], mask[i : i + ENCODE_BATCH]).float()
-            for i in range(0, len(ids), ENCODE_BATCH)
-        ]
+        lengths = mask.sum(dim=1)
+        lower = torch.zeros(*ids.shape, self.model.item_llm.hidden_size)  # (N + 1, T, H)
+        order = torch.argsort(lengths)  # batches of similar length: little padding computed
+        for start in range(0, len(ids), ENCODE_BATCH):
+            rows = order[start : start + ENCODE_BATCH]
+            width = int(lengths[rows].max())
+            lower[rows, :width] = self.model.item_llm.lower_states(ids[rows, :width], mask[rows, :width]).float()
         self.model.train(was_training)
-        lower = torch.cat(chunks)
         logger.info(
             "cached the bottom %d Item-LLM layers for %d items %s in %.1f s",
             self.model.item_llm.split_layer,
