@@ -173,6 +173,8 @@ class TrainConfig:
             ``partial_layers`` Item-LLM layers, the ``[ITEM]`` vector and the projection trainable; the frozen
             bottom layers' states of every item are computed once and cached, and ``[ITEM]`` joins at the input
             of the first trainable layer: ``hllm.item_token_layers``).
+        item_refresh_every: ``partial`` mode: the Item LLM's top layers train on every this-many-th step; the steps
+            between read each item's states as last computed, without Item-LLM gradient (1: every step).
         max_seq_len: items of history the user model reads (windows of ``max_seq_len + 1`` for training).
         epochs: upper bound; early stopping usually ends sooner.
         batch_size: micro-batch of user windows per process.
@@ -196,6 +198,7 @@ class TrainConfig:
     model: str = "hllm"
     mode: str = "cached"
     partial_layers: int = 1
+    item_refresh_every: int = 1
     max_seq_len: int = 50
     epochs: int = 5
     batch_size: int = 32
@@ -227,7 +230,8 @@ class TrainConfig:
             problems.append(f"precision={self.precision!r} (expected auto, bf16 or fp32)")
         if self.zero_stage not in (0, 1, 2, 3):
             problems.append(f"zero_stage={self.zero_stage} (expected 0-3)")
-        for name in ("max_seq_len", "epochs", "batch_size", "grad_accum", "num_negatives", "eval_every"):
+        positive = ("max_seq_len", "epochs", "batch_size", "grad_accum", "num_negatives", "eval_every")
+        for name in (*positive, "item_refresh_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} (must be >= 1)")
         if not 0.0 <= self.item_id_dropout < 1.0:

@@ -483,7 +483,6 @@ class HLLM(PreTrainedModel):
         seq_mask: torch.Tensor,
         neg_index: torch.Tensor,
         item_states: torch.Tensor | None = None,
-        lower_states: torch.Tensor | None = None,
         item_ids: torch.Tensor | None = None,
         timestamps: torch.Tensor | None = None,
         item_id_dropout: float = 0.0,
@@ -492,10 +491,10 @@ class HLLM(PreTrainedModel):
         """One training step's loss, in every training mode.
 
         The step's distinct items (history items, targets and negatives) come once each, as tokens
-        (``input_ids``/``attention_mask``: through the Item LLM, so gradients reach it: ``end_to_end``), as their
-        cached bottom-layer states (``lower_states``/``attention_mask``: through the top Item-LLM layers only,
-        ``partial``) or as their precomputed backbone states (``item_states``: ``cached``, the Item LLM frozen).
-        All give the same loss when the Item LLM is frozen (tests/models/test_hllm_parity.py).
+        (``input_ids``/``attention_mask``: through the Item LLM, so gradients reach it: ``end_to_end``) or as their
+        backbone states (``item_states``: precomputed in ``cached`` mode, the Item LLM frozen; in ``partial``
+        mode computed by `ItemLLM.pooled_from_lower`, with gradient). Both give the same loss when the Item LLM is
+        frozen (tests/models/test_hllm_parity.py).
 
         Args:
             input_ids: ``(N, T)`` token ids of the step's distinct items, right-padded.
@@ -505,8 +504,6 @@ class HLLM(PreTrainedModel):
             seq_mask: ``(B, L+1)``, 1 on real items.
             neg_index: ``(M,)`` rows of the distinct items that are this rank's negatives.
             item_states: ``(N, H)`` backbone states of the distinct items, instead of ``input_ids``.
-            lower_states: ``(N, T, H)`` `ItemLLM.lower_states` of the distinct items (with ``attention_mask``),
-                instead of ``input_ids``.
             item_ids: ``(N,)`` catalogue id of each distinct item, for the optional item-id embedding.
             timestamps: ``(B, L+1)`` unix seconds, for the optional timestamp embedding.
             item_id_dropout: see :meth:`item_vectors_from_states`.
@@ -516,15 +513,11 @@ class HLLM(PreTrainedModel):
             :class:`HLLMOutput` with the loss and the statistics of :func:`~hllm.models.loss.generative_infonce`.
 
         Raises:
-            ValueError: unless exactly one of ``input_ids``, ``lower_states`` and ``item_states`` is given.
+            ValueError: when neither or both of ``input_ids`` and ``item_states`` are given.
         """
-        if sum(x is not None for x in (input_ids, lower_states, item_states)) != 1:
-            raise ValueError(
-                "HLLM.forward needs exactly one of input_ids, lower_states (+ attention_mask), item_states"
-            )
-        if lower_states is not None:
-            item_states = self.item_llm.pooled_from_lower(lower_states, attention_mask)  # (N, H)
-        elif item_states is None:
+        if (input_ids is None) == (item_states is None):
+            raise ValueError("HLLM.forward needs either input_ids (+ attention_mask) or item_states, not both")
+        if item_states is None:
             item_states = self.item_llm.pooled(input_ids, attention_mask)  # (N, H)
         vectors = self.item_vectors_from_states(item_states, item_ids, item_id_dropout)  # (N, D)
         sequence = vectors[seq_index]  # (B, L+1, D)

@@ -14,7 +14,9 @@ this adapter only decides what the model is fed and what trains:
   are computed once (`ItemLLM.lower_states`, like ``cached`` caches the whole backbone's output) and each step
   runs only the top layers on its distinct items (`ItemLLM.pooled_from_lower`); ``[ITEM]`` joins at the input of
   the first trainable layer (``hllm.item_token_layers``, derived from ``partial_layers``). Serving computes the
-  same split from text (`ItemLLM.pooled`), so vectors agree with training's.
+  same split from text (`ItemLLM.pooled`), so vectors agree with training's. With ``item_refresh_every`` k > 1
+  the Item LLM trains on every k-th step only; the steps between read the items' states as last computed (no
+  gradient to the Item LLM, like ``cached``), so the User LLM gets k times more steps for the same time.
 """
 
 from __future__ import annotations
@@ -109,6 +111,8 @@ class HLLMTask:
         self.item_states: Tensor | None = None  # cached mode: (N + 1, H), fixed for the whole run
         self.tokens: dict[str, Tensor] | None = None  # other modes: (N + 1, T) tokens of the catalogue
         self.lower: Tensor | None = None  # partial mode: (N + 1, T, H) frozen bottom-layer states
+        self.stale: Tensor | None = None  # partial mode, item_refresh_every > 1: last computed item states
+        self.steps = 0
         if config.mode == "cached":
             self.item_states = item_states if item_states is not None else self._encode_catalogue()
         else:
@@ -120,6 +124,8 @@ class HLLMTask:
                     f"item_token_layers={config.partial_layers}, got {model.item_llm.token_layers}"
                 )
             self.lower = self._lower_states()
+            if config.item_refresh_every > 1:
+                self.stale = self._top_states()  # (N + 1, H), refreshed row by row on Item-LLM steps
 
     def _encode_catalogue(self) -> Tensor:
         if self.lower is not None:  # partial: the top layers over the cached bottom states (= ItemLLM.pooled)
@@ -188,9 +194,7 @@ class HLLMTask:
         if self.item_states is not None:
             inputs = {"item_states": self.item_states[distinct]}  # (N', H)
         elif self.lower is not None:
-            mask = self.tokens["attention_mask"][distinct]
-            width = int(mask.sum(dim=1).max())
-            inputs = {"lower_states": self.lower[distinct, :width], "attention_mask": mask[:, :width]}  # (N', T', H)
+            inputs = {"item_states": self._partial_states(distinct)}  # (N', H)
         else:
             mask = self.tokens["attention_mask"][distinct]
             width = int(mask.sum(dim=1).max())
@@ -205,6 +209,20 @@ class HLLMTask:
         )
         self.collapse.check(output.stats)
         return output.loss, {k: float(v) for k, v in output.stats.items()}
+
+    def _partial_states(self, distinct: Tensor) -> Tensor:
+        """Item states of a partial-mode step: through the top layers (with gradient) on every
+        ``item_refresh_every``-th step, else the last states computed for these items (no Item-LLM gradient)."""
+        trains_item_llm = self.steps % self.config.item_refresh_every == 0
+        self.steps += 1
+        if not trains_item_llm:
+            return self.stale[distinct]
+        mask = self.tokens["attention_mask"][distinct]
+        width = int(mask.sum(dim=1).max())
+        states = self.model.item_llm.pooled_from_lower(self.lower[distinct, :width], mask[:, :width])  # (N', H)
+        if self.stale is not None:
+            self.stale[distinct] = states.detach().float()
+        return states
 
     def after_step(self) -> None:
         self.model.clamp_logit_scale_()
