@@ -67,17 +67,10 @@ HLLM_TRAIN = {
 }
 # Trained Item LLM (partial mode): the top MiniLM layer and [ITEM] train; chosen on validation (docs/quality.md).
 PARTIAL_MODEL = {**HLLM_MODEL, "item_pooling": "item_token"}
-# Batches of 512 windows: a step's distinct items (histories + 4,096 negatives) are most of the catalogue either
-# way, so the Item-LLM work per step is about one catalogue pass and larger batches mean fewer passes per epoch.
-PARTIAL_TRAIN = {
-    **HLLM_TRAIN,
-    "mode": "partial",
-    "partial_layers": 1,
-    "batch_size": 512,
-    "epochs": 20,
-    "eval_every": 1,
-    "patience": 4,
-}
+# The cached recipe's schedule; the Item LLM's top layer and [ITEM] train on every 4th step (`item_refresh_every`),
+# the steps between read the item states last computed. Chosen on validation NDCG@10 against training the Item LLM
+# on every step (batch 512: 10 steps per epoch) and every 8th step (docs/quality.md, "Trained Item LLM").
+PARTIAL_TRAIN = {**HLLM_TRAIN, "mode": "partial", "partial_layers": 1, "item_refresh_every": 4}
 SMOLLM2_MODEL = {**HLLM_MODEL, "item_backbone": "smollm2"}
 RECIPES = {
     "hllm": (HLLM_MODEL, HLLM_TRAIN, "all-MiniLM-L6-v2 (frozen, mean pooled, offline)"),
