@@ -69,7 +69,9 @@ def test_a_setting_in_the_wrong_section_is_pointed_to_its_own() -> None:
         load_run_config(None, ["hllm.num_negatives=4096"])
 
 
-@pytest.mark.parametrize("key", ["hllm.max_seq_len", "sasrec.max_seq_len", "hllm.num_item_ids", "sasrec.num_items"])
+@pytest.mark.parametrize(
+    "key", ["hllm.max_seq_len", "sasrec.max_seq_len", "hllm.num_item_ids", "sasrec.num_items", "hllm.item_token_layers"]
+)
 def test_derived_model_settings_are_not_set_twice(key: str) -> None:
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         load_run_config(None, [f"{key}=7"])
@@ -132,6 +134,13 @@ def test_history_length_is_one_setting() -> None:
     assert run.train.max_seq_len == run.hllm.max_seq_len == run.sasrec.max_seq_len == 12
     direct = RunConfig(train=run.train)
     assert direct.hllm.max_seq_len == direct.sasrec.max_seq_len == 12
+
+
+def test_partial_mode_puts_the_item_slot_at_its_first_trainable_layer() -> None:
+    assert load_run_config(None, ["mode=partial", "partial_layers=2"]).hllm.item_token_layers == 2
+    assert load_run_config(None, ["mode=cached", "partial_layers=2"]).hllm.item_token_layers == 0
+    with pytest.raises(ValueError, match=r"partial_layers=0 \(must be >= 1\)"):
+        load_run_config(None, ["mode=partial", "partial_layers=0"])
 
 
 def test_yaml_round_trip_is_portable() -> None:

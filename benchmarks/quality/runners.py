@@ -167,9 +167,12 @@ RUNNERS: dict[str, Runner] = {"popularity": run_popularity, "text": run_text, "s
 
 
 def _register_hllm() -> None:
-    from hllm_runner import run_hllm
+    import functools
 
-    RUNNERS["hllm"] = run_hllm
+    from hllm_runner import RECIPES, run_hllm
+
+    for recipe in RECIPES:
+        RUNNERS[recipe] = functools.partial(run_hllm, recipe=recipe)
 
 
 _register_hllm()

@@ -170,7 +170,11 @@ class TrainConfig:
         model: ``hllm`` or ``sasrec`` (the ID baseline).
         mode: HLLM training mode: ``cached`` (Item LLM frozen, item vectors computed once: the serving recipe
             and the CPU default), ``end_to_end`` (both LLMs trainable, the paper) or ``partial`` (the top
-            ``partial_layers`` Item-LLM layers trainable).
+            ``partial_layers`` Item-LLM layers, the ``[ITEM]`` vector and the projection trainable; the frozen
+            bottom layers' states of every item are computed once and cached, and ``[ITEM]`` joins at the input
+            of the first trainable layer: ``hllm.item_token_layers``).
+        item_refresh_every: ``partial`` mode: the Item LLM's top layers train on every this-many-th step; the steps
+            between read each item's states as last computed, without Item-LLM gradient (1: every step).
         max_seq_len: items of history the user model reads (windows of ``max_seq_len + 1`` for training).
         epochs: upper bound; early stopping usually ends sooner.
         batch_size: micro-batch of user windows per process.
@@ -194,6 +198,7 @@ class TrainConfig:
     model: str = "hllm"
     mode: str = "cached"
     partial_layers: int = 1
+    item_refresh_every: int = 1
     max_seq_len: int = 50
     epochs: int = 5
     batch_size: int = 32
@@ -225,13 +230,14 @@ class TrainConfig:
             problems.append(f"precision={self.precision!r} (expected auto, bf16 or fp32)")
         if self.zero_stage not in (0, 1, 2, 3):
             problems.append(f"zero_stage={self.zero_stage} (expected 0-3)")
-        for name in ("max_seq_len", "epochs", "batch_size", "grad_accum", "num_negatives", "eval_every"):
+        positive = ("max_seq_len", "epochs", "batch_size", "grad_accum", "num_negatives", "eval_every")
+        for name in (*positive, "item_refresh_every"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} (must be >= 1)")
         if not 0.0 <= self.item_id_dropout < 1.0:
             problems.append(f"item_id_dropout={self.item_id_dropout} (must be in [0, 1))")
-        if self.partial_layers < 0:
-            problems.append(f"partial_layers={self.partial_layers} (must be >= 0)")
+        if self.partial_layers < 1:
+            problems.append(f"partial_layers={self.partial_layers} (must be >= 1)")
         if not 0.0 <= self.warmup_ratio < 1.0:
             problems.append(f"warmup_ratio={self.warmup_ratio} (must be in [0, 1))")
         if self.lr <= 0:
@@ -344,6 +350,7 @@ DERIVED = {
     "hllm": {
         "max_seq_len": "it is train.max_seq_len",
         "num_item_ids": "it is the catalogue size + 1, set when the model is built",
+        "item_token_layers": "it is train.partial_layers in partial mode, else 0",
     },
     "sasrec": {
         "max_seq_len": "it is train.max_seq_len",
@@ -397,6 +404,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         self.hllm.max_seq_len = self.train.max_seq_len
+        # partial: the frozen bottom layers read the text alone (cached), [ITEM] joins the trainable top layers.
+        self.hllm.item_token_layers = self.train.partial_layers if self.train.mode == "partial" else 0
         self.sasrec = dataclasses.replace(self.sasrec, max_seq_len=self.train.max_seq_len)
         if self.train.model == "hllm" and self.train.mode == "cached" and self.hllm.item_pooling == "item_token":
             logger.warning(

@@ -171,6 +171,53 @@ def test_trainable_item_llm_modes(dataset, mode: str) -> None:
     assert stats["negative_pool_size"] == 32
 
 
+@pytest.mark.parametrize("item", ["bert", "llama"])
+def test_partial_training_serves_the_vectors_it_trained(dataset, item: str, tmp_path: Path) -> None:
+    # partial mode caches the frozen bottom layers once; serving encodes text through every layer. After a
+    # training step (top layer and [ITEM] changed) both must give every item the same vector.
+    overrides = [*_overrides(mode="partial", epochs=1), f"hllm.item_backbone_config={json.dumps(_backbone(item))}"]
+    run = load_run_config(None, overrides)
+    assert run.hllm.item_token_layers == 1
+    vocab = ItemVocab.from_items(dataset.items)
+    task = build_task(run, dataset, vocab)
+    assert task.lower is not None and task.lower.shape[:2] == task.tokens["input_ids"].shape
+    optimizer = torch.optim.AdamW([p for p in task.model.parameters() if p.requires_grad], lr=1e-2)
+    split = leave_one_out(dataset.interactions)
+    items = left_pad([vocab.encode(seq[-6:]) for seq in split.users["train"][:4]], 7)  # (4, 7)
+    token_before = task.model.item_llm.item_token.detach().clone()
+    task.loss({"items": items})[0].backward()
+    optimizer.step()
+    assert not torch.equal(token_before, task.model.item_llm.item_token)
+    from hllm.models.recommender import HLLMRecommender, catalogue_states
+
+    trained = task.recommender().item_states  # (N + 1, H) from the cache
+    fresh = catalogue_states(task.model, task.tokenizer, dataset.items.to_dict("records"))  # from text
+    assert torch.allclose(trained[1:], fresh[1:], atol=1e-5)
+    task.export(tmp_path / "model")
+    served = HLLMRecommender.load(tmp_path / "model")
+    assert served.model.config.item_token_layers == 1
+    new_items = served.encode_texts(dataset.items.head(5).to_dict("records"))  # the serving path for new items
+    with torch.no_grad():
+        assert torch.allclose(new_items, task.model.item_llm.proj(trained[1:6]), atol=1e-5)
+
+
+def test_partial_item_refresh_trains_the_item_llm_every_kth_step(dataset) -> None:
+    run = load_run_config(None, [*_overrides(mode="partial", epochs=1), "item_refresh_every=2"])
+    vocab = ItemVocab.from_items(dataset.items)
+    task = build_task(run, dataset, vocab)
+    split = leave_one_out(dataset.interactions)
+    items = left_pad([vocab.encode(seq[-6:]) for seq in split.users["train"][:4]], 7)  # (4, 7)
+    top = [*task.model.item_llm.backbone.encoder.layer[-1].parameters(), task.model.item_llm.item_token]
+    stale = task.stale.clone()
+    for step in range(4):
+        task.model.zero_grad(set_to_none=True)
+        task.loss({"items": items})[0].backward()
+        assert any(p.grad is not None for p in top) == (step % 2 == 0), step
+        assert all(p.grad is not None for p in task.model.user_llm.backbone.layers.parameters())  # every step
+        if step == 0:
+            assert not torch.equal(stale, task.stale)  # the Item-LLM step refreshed the states it computed
+
+
 def test_collapse_stops_training_with_a_clear_message(dataset, tmp_path: Path) -> None:
     # A frozen tiny BERT with an untrained [ITEM] slot gives every item the same vector: the 0.99 filter then
     # masks every negative, and training must stop instead of going on with a loss that trains nothing.

@@ -56,6 +56,11 @@ class HLLMConfig(PretrainedConfig):
         max_seq_len: number of history items the User LLM reads (a training window is ``max_seq_len + 1`` items).
         item_pooling: ``"item_token"`` (the paper's learnable ``[ITEM]`` slot) or ``"mean"`` (the ablation: mean of
             the last hidden states over the text tokens).
+        item_token_layers: where the ``[ITEM]`` slot joins the Item LLM. ``0`` (the paper): at the input
+            embeddings, through every layer. ``k > 0``: at the input of the top ``k`` layers; the layers below read
+            the item's text alone (``partial`` training caches their states, `hllm.models.item_layers`). With
+            ``mean`` pooling the split changes nothing in the result. A run config derives it from
+            ``train.partial_layers``.
         user_is_decoder: set ``is_decoder=True`` on a user backbone config that has the flag (BERT-type encoders),
             which makes it attend causally. Decoder LMs (Llama, Qwen2) are causal whatever this says. ``False`` is
             only for backbones that are causal by construction: an encoder left bidirectional would see item i+1.
@@ -96,6 +101,7 @@ class HLLMConfig(PretrainedConfig):
         max_text_tokens: int = 256,
         max_seq_len: int = 50,
         item_pooling: str = "item_token",
+        item_token_layers: int = 0,
         user_is_decoder: bool = True,
         use_item_id_embedding: bool = False,
         num_item_ids: int = 0,
@@ -118,6 +124,7 @@ class HLLMConfig(PretrainedConfig):
         self.max_text_tokens = max_text_tokens
         self.max_seq_len = max_seq_len
         self.item_pooling = item_pooling
+        self.item_token_layers = item_token_layers
         self.user_is_decoder = user_is_decoder
         self.use_item_id_embedding = use_item_id_embedding
         self.num_item_ids = num_item_ids
@@ -157,6 +164,9 @@ class HLLMConfig(PretrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 errors.append(f"{name} must be a positive integer, got {value!r}")
+        layers = self.item_token_layers
+        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
+            errors.append(f"item_token_layers must be a non-negative integer, got {layers!r}")
         if self.item_pooling not in ITEM_POOLINGS:
             errors.append(f"item_pooling must be one of {ITEM_POOLINGS}, got {self.item_pooling!r}")
         for name in ("user_is_decoder", "use_item_id_embedding", "item_id_in_target", "use_timestamp_embedding"):

@@ -26,7 +26,9 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from hllm.models.backbones import resolve_backbone
 from hllm.models.configuration_hllm import HLLMConfig
+from hllm.models.item_layers import LayerStack
 from hllm.models.loss import DEFAULT_TOP_K, generative_infonce
 
 logger = logging.getLogger(__name__)
@@ -51,7 +53,8 @@ def build_backbone(
     """A bare transformer (no LM head) through transformers' Auto classes.
 
     Args:
-        path: local checkpoint folder; its weights are loaded when ``config_dict`` is empty.
+        path: local checkpoint folder, or a name of `hllm.models.backbones.NAMED_BACKBONES` (``"smollm2"``); its
+            weights are loaded when ``config_dict`` is empty.
         config_dict: an HF config as a dict with ``model_type``; when set the model is built from it with random
             weights (an HLLM checkpoint supplies them later).
         force_decoder: set ``is_decoder=True`` on configs that have the flag (BERT-type encoders attend causally).
@@ -63,13 +66,15 @@ def build_backbone(
     Raises:
         ValueError: when ``path`` is needed but is not a local folder (nothing is ever downloaded).
     """
+    extra: dict[str, str] = {}
     if config_dict:
         fields = dict(config_dict)
         hf_config = AutoConfig.for_model(fields.pop("model_type"), **fields)
     else:
+        path, extra = resolve_backbone(path)  # a named backbone (e.g. "smollm2") is a file inside a package
         if not os.path.isdir(path):
             raise ValueError(f"backbone folder {path!r} does not exist; HLLM only loads local checkpoints")
-        hf_config = AutoConfig.from_pretrained(path, local_files_only=True)
+        hf_config = AutoConfig.from_pretrained(path, local_files_only=True, **extra)
     hf_config.use_cache = False  # single forward passes only; a BERT decoder would otherwise build a KV cache
     if force_decoder and hasattr(hf_config, "is_decoder"):
         hf_config.is_decoder = True
@@ -82,7 +87,7 @@ def build_backbone(
         model = AutoModel.from_config(hf_config, **kwargs)
     else:
         logger.info("loading the %s backbone in %s", hf_config.model_type, path)
-        model = AutoModel.from_pretrained(path, config=hf_config, local_files_only=True, **kwargs)
+        model = AutoModel.from_pretrained(path, config=hf_config, local_files_only=True, **extra, **kwargs)
     if isinstance(getattr(model, "pooler", None), nn.Module):
         # BERT's [CLS] pooler is never used; unused trainable weights upset DDP and waste optimizer state.
         model.pooler = None
@@ -131,6 +136,21 @@ class ItemLLM(nn.Module):
             self.proj: nn.Module = nn.Linear(self.hidden_size, self.output_size)
         else:
             self.proj = nn.Identity()
+        # [ITEM] joins at the input of the top `token_layers` layers (0: at the input embeddings, the paper).
+        self.token_layers: int = config.item_token_layers
+        self.stack: LayerStack | None = None
+        if self.token_layers:
+            self.stack = LayerStack(self.backbone)
+            if self.token_layers > self.stack.num_layers:
+                raise ValueError(
+                    f"item_token_layers = {self.token_layers} exceeds the {self.stack.num_layers} layers of the "
+                    f"{self.backbone.config.model_type} Item LLM"
+                )
+
+    @property
+    def split_layer(self) -> int:
+        """Index of the first layer that reads the ``[ITEM]`` slot (layers below it read the text alone)."""
+        return self.stack.num_layers - self.token_layers if self.stack is not None else 0
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Switch activation checkpointing of the backbone."""
@@ -161,6 +181,8 @@ class ItemLLM(nn.Module):
         positions = torch.arange(width + 1, device=input_ids.device)  # (T+1,)
         if not torch.equal(attention_mask.bool(), positions[:width] < lengths[:, None]):
             raise ValueError("ItemLLM expects right-padded rows: attention_mask must be 1s followed by 0s")
+        if self.stack is not None:
+            return self.pooled_from_lower(self.lower_states(input_ids, attention_mask), attention_mask)
         embeds = self.backbone.get_input_embeddings()(input_ids)  # (N, T, H)
         if self.item_token is None:
             hidden = self._run(embeds, attention_mask)  # (N, T, H)
@@ -173,6 +195,48 @@ class ItemLLM(nn.Module):
         mask = (positions[None, :] <= lengths[:, None]).to(attention_mask.dtype)  # (N, T+1)
         hidden = self._run(embeds, mask)  # (N, T+1, H)
         return hidden[torch.arange(n_items, device=hidden.device), lengths]  # (N, H)
+
+    def lower_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``(N, T, H)`` states of the text alone at the input of layer `split_layer` (what ``partial`` caches).
+
+        Only defined when ``item_token_layers`` > 0.
+        """
+        if self.stack is None:
+            raise ValueError("lower_states needs item_token_layers > 0 (the [ITEM] slot at an inner layer)")
+        hidden = self.stack.embed(input_ids)  # (N, T, H)
+        return self.stack.run(hidden, attention_mask, 0, self.split_layer)
+
+    def pooled_from_lower(self, lower: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Item vectors before the projection, ``(N, H)``, from `lower_states` (cached or fresh): the top layers.
+
+        ``item_token`` pooling: the ``[ITEM]`` vector goes right after each row's last real token, the top layers
+        but the last run on every position, the last one for the slot only (`LayerStack.slot_layer`), then the
+        final norm. ``mean``: the top layers on the text, final norm, mean over real tokens.
+
+        Args:
+            lower: ``(N, T, H)`` states at the input of layer `split_layer`, right-padded.
+            attention_mask: ``(N, T)``, 1 on real tokens.
+        """
+        stack, top = self.stack, self.split_layer
+        if stack is None:
+            raise ValueError("pooled_from_lower needs item_token_layers > 0 (the [ITEM] slot at an inner layer)")
+        lower = lower.to(self.backbone.dtype)  # a cache is float32
+        if self.item_token is None:
+            hidden = stack.finish(stack.run(lower, attention_mask, top, stack.num_layers))  # (N, T, H)
+            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
+            return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)  # (N, H)
+        lengths = attention_mask.sum(dim=1)  # (N,)
+        last, rows = stack.num_layers - 1, torch.arange(len(lengths), device=lower.device)
+        text, slot_in = lower, self.item_token.to(lower.dtype).expand(len(lengths), -1)  # (N, T, H), (N, H)
+        if top < last:  # layers below the last one run on every position, the slot included
+            positions = torch.arange(lower.shape[1] + 1, device=lower.device)  # (T+1,)
+            slot = positions[None, :] == lengths[:, None]  # (N, T+1)
+            hidden = torch.where(slot[..., None], slot_in[:, None], F.pad(lower, (0, 0, 0, 1)))
+            mask = (positions[None, :] <= lengths[:, None]).to(attention_mask.dtype)  # (N, T+1)
+            hidden = stack.run(hidden, mask, top, last)  # (N, T+1, H)
+            text, slot_in = hidden[:, :-1], hidden[rows, lengths]
+        # The last layer for the slot alone; cached text states (top == last) then need no gradient at all.
+        return stack.finish(stack.slot_layer(last, text, attention_mask, slot_in, lengths))  # (N, H)
 
     def _run(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # Default position ids (0, 1, ...) are right for right padding.
@@ -436,10 +500,11 @@ class HLLM(PreTrainedModel):
     ) -> HLLMOutput:
         """One training step's loss, in every training mode.
 
-        The step's distinct items (history items, targets and negatives) come once each, either as tokens
-        (``input_ids``/``attention_mask``: through the Item LLM, so gradients reach it: ``end_to_end``,
-        ``partial``) or as their precomputed backbone states (``item_states``: ``cached``, the Item LLM frozen).
-        Both give the same loss when the Item LLM is frozen (tests/models/test_hllm_parity.py).
+        The step's distinct items (history items, targets and negatives) come once each, as tokens
+        (``input_ids``/``attention_mask``: through the Item LLM, so gradients reach it: ``end_to_end``) or as their
+        backbone states (``item_states``: precomputed in ``cached`` mode, the Item LLM frozen; in ``partial``
+        mode computed by `ItemLLM.pooled_from_lower`, with gradient). Both give the same loss when the Item LLM is
+        frozen (tests/models/test_hllm_parity.py).
 
         Args:
             input_ids: ``(N, T)`` token ids of the step's distinct items, right-padded.

@@ -70,6 +70,9 @@ def encode_item_states(
 ) -> Tensor:
     """Item-LLM backbone states (before the projection) of ``items``, in eval mode, ``batch_size`` at a time.
 
+    Items are encoded in batches of similar token length (each trimmed to its longest row), so little padding is
+    computed; the result is in the order of ``items``.
+
     Args:
         model: supplies the Item LLM and the text settings (prompt, fields, separator, token budget).
         tokenizer: the Item LLM's tokenizer.
@@ -84,19 +87,23 @@ def encode_item_states(
 
     if tokenizer is None:
         raise ValueError("this model has no tokenizer: item texts cannot be encoded")
+    if len(items) == 0:
+        return torch.zeros(0, model.item_llm.hidden_size)
     was_training = model.training
     model.eval()
-    chunks = []
+    tokens = tokenize_items(items, tokenizer, model.config)  # (M, T) right-padded
+    lengths = tokens["attention_mask"].sum(dim=1)
+    order = torch.argsort(lengths, stable=True)  # batches of similar length: little padding computed
+    states = torch.zeros(len(items), model.item_llm.hidden_size)
     for start in range(0, len(items), batch_size):
-        batch = tokenize_items(items[start : start + batch_size], tokenizer, model.config)
-        batch = {name: value.to(model.device) for name, value in batch.items()}
-        chunks.append(model.item_llm.pooled(batch["input_ids"], batch["attention_mask"]).float().cpu())  # (b, H)
+        rows = order[start : start + batch_size]
+        width = int(lengths[rows].max())
+        ids, mask = tokens["input_ids"][rows, :width], tokens["attention_mask"][rows, :width]
+        states[rows] = model.item_llm.pooled(ids.to(model.device), mask.to(model.device)).float().cpu()  # (b, H)
         if progress is not None:
             progress(min(start + batch_size, len(items)), len(items))
     model.train(was_training)
-    if not chunks:
-        return torch.zeros(0, model.item_llm.hidden_size)
-    return torch.cat(chunks)
+    return states
 
 
 def catalogue_states(model: HLLM, tokenizer, items: Sequence[Mapping], **kwargs) -> Tensor:

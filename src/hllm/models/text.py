@@ -111,11 +111,14 @@ def tokenize_items(
 
 
 def load_item_tokenizer(path: str) -> PreTrainedTokenizerBase:
-    """The tokenizer stored in a local checkpoint folder (never downloads).
+    """The tokenizer stored in a local checkpoint folder or named backbone (never downloads).
 
     Raises:
         ValueError: when ``path`` is empty (a backbone built from a config dict has no tokenizer of its own).
     """
+    from hllm.models.backbones import resolve_backbone
+
     if not path:
         raise ValueError("load_item_tokenizer needs a local checkpoint folder, got an empty path")
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    folder, extra = resolve_backbone(path)  # a named backbone ("smollm2") reads its tokenizer from its GGUF file
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)

@@ -9,14 +9,21 @@ this adapter only decides what the model is fed and what trains:
 - ``end_to_end``: both LLMs train; each step feeds the tokens of its distinct items (histories, targets and the
   negative pool), encoded once through the Item LLM, so gradients reach it through inputs, positives and
   negatives (the paper).
-- ``partial``: like ``end_to_end`` but only the top ``partial_layers`` Item-LLM layers, the ``[ITEM]`` vector
-  and the projection train.
+- ``partial``: only the top ``partial_layers`` Item-LLM layers, the ``[ITEM]`` vector, the final norm and the
+  projection train. The frozen bottom layers read each item's text alone, so their states of the whole catalogue
+  are computed once (`ItemLLM.lower_states`, like ``cached`` caches the whole backbone's output) and each step
+  runs only the top layers on its distinct items (`ItemLLM.pooled_from_lower`); ``[ITEM]`` joins at the input of
+  the first trainable layer (``hllm.item_token_layers``, derived from ``partial_layers``). Serving computes the
+  same split from text (`ItemLLM.pooled`), so vectors agree with training's. With ``item_refresh_every`` k > 1
+  the Item LLM trains on every k-th step only; the steps between read the items' states as last computed (no
+  gradient to the Item LLM, like ``cached``), so the User LLM gets k times more steps for the same time.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +33,7 @@ from torch import Tensor
 from hllm.config import TrainConfig
 from hllm.models.loss import CollapseDetector
 from hllm.models.modeling_hllm import HLLM
-from hllm.models.recommender import ITEM_IDS_FILE, HLLMRecommender, catalogue_states
+from hllm.models.recommender import ENCODE_BATCH, ITEM_IDS_FILE, HLLMRecommender, catalogue_states
 from hllm.models.text import tokenize_items
 
 logger = logging.getLogger(__name__)
@@ -103,13 +110,66 @@ class HLLMTask:
         _trainable_layers(model, config.mode, config.partial_layers)
         self.item_states: Tensor | None = None  # cached mode: (N + 1, H), fixed for the whole run
         self.tokens: dict[str, Tensor] | None = None  # other modes: (N + 1, T) tokens of the catalogue
+        self.lower: Tensor | None = None  # partial mode: (N + 1, T, H) frozen bottom-layer states
+        self.stale: Tensor | None = None  # partial mode, item_refresh_every > 1: last computed item states
+        self.steps = 0
         if config.mode == "cached":
             self.item_states = item_states if item_states is not None else self._encode_catalogue()
         else:
             self.tokens = catalogue_tokens(items, tokenizer, model)
+        if config.mode == "partial":
+            if model.item_llm.token_layers != config.partial_layers:
+                raise ValueError(
+                    f"partial mode with partial_layers={config.partial_layers} needs a model built with "
+                    f"item_token_layers={config.partial_layers}, got {model.item_llm.token_layers}"
+                )
+            self.lower = self._lower_states()
+            if config.item_refresh_every > 1:
+                self.stale = self._top_states()  # (N + 1, H), refreshed row by row on Item-LLM steps
 
     def _encode_catalogue(self) -> Tensor:
+        if self.lower is not None:  # partial: the top layers over the cached bottom states (= ItemLLM.pooled)
+            return self._top_states()
         return catalogue_states(self.model, self.tokenizer, self.items.to_dict("records"))
+
+    @torch.no_grad()
+    def _lower_states(self) -> Tensor:
+        """(N + 1, T, H) float32 frozen bottom-layer states of the catalogue, in eval mode, once per run."""
+        started = time.perf_counter()
+        was_training = self.model.training
+        self.model.eval()
+        ids, mask = self.tokens["input_ids"], self.tokens["attention_mask"]
+        lengths = mask.sum(dim=1)
+        lower = torch.zeros(*ids.shape, self.model.item_llm.hidden_size)  # (N + 1, T, H)
+        order = torch.argsort(lengths)  # batches of similar length: little padding computed
+        for start in range(0, len(ids), ENCODE_BATCH):
+            rows = order[start : start + ENCODE_BATCH]
+            width = int(lengths[rows].max())
+            lower[rows, :width] = self.model.item_llm.lower_states(ids[rows, :width], mask[rows, :width]).float()
+        self.model.train(was_training)
+        logger.info(
+            "cached the bottom %d Item-LLM layers for %d items %s in %.1f s",
+            self.model.item_llm.split_layer,
+            len(ids) - 1,
+            tuple(lower.shape),
+            time.perf_counter() - started,
+        )
+        return lower
+
+    @torch.no_grad()
+    def _top_states(self) -> Tensor:
+        """(N + 1, H) item states of the whole catalogue from the cache, in eval mode (row 0: zeros)."""
+        was_training = self.model.training
+        self.model.eval()
+        mask = self.tokens["attention_mask"]
+        chunks = [torch.zeros(1, self.model.item_llm.hidden_size)]
+        for start in range(1, len(mask), ENCODE_BATCH):
+            rows = slice(start, start + ENCODE_BATCH)
+            width = int(mask[rows].sum(dim=1).max())
+            part = self.model.item_llm.pooled_from_lower(self.lower[rows, :width], mask[rows, :width])
+            chunks.append(part.float())
+        self.model.train(was_training)
+        return torch.cat(chunks)
 
     def set_training_items(self, items: Tensor) -> None:
         """Draw negatives from these item indices only: the items of the training data.
@@ -133,6 +193,8 @@ class HLLMTask:
         distinct, inverse = torch.unique(torch.cat([items.flatten(), negatives]), return_inverse=True)
         if self.item_states is not None:
             inputs = {"item_states": self.item_states[distinct]}  # (N', H)
+        elif self.lower is not None:
+            inputs = {"item_states": self._partial_states(distinct)}  # (N', H)
         else:
             mask = self.tokens["attention_mask"][distinct]
             width = int(mask.sum(dim=1).max())
@@ -151,6 +213,20 @@ class HLLMTask:
         )
         self.collapse.check(output.stats)
         return output.loss, {k: float(v) for k, v in output.stats.items()}
+
+    def _partial_states(self, distinct: Tensor) -> Tensor:
+        """Item states of a partial-mode step: through the top layers (with gradient) on every
+        ``item_refresh_every``-th step, else the last states computed for these items (no Item-LLM gradient)."""
+        trains_item_llm = self.steps % self.config.item_refresh_every == 0
+        self.steps += 1
+        if not trains_item_llm:
+            return self.stale[distinct]
+        mask = self.tokens["attention_mask"][distinct]
+        width = int(mask.sum(dim=1).max())
+        states = self.model.item_llm.pooled_from_lower(self.lower[distinct, :width], mask[:, :width])  # (N', H)
+        if self.stale is not None:
+            self.stale[distinct] = states.detach().float()
+        return states
 
     def after_step(self) -> None:
         self.model.clamp_logit_scale_()
