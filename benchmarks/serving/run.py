@@ -100,18 +100,23 @@ def start_server(tag: str, port: int, log: Path) -> subprocess.Popen:
     proc = subprocess.Popen(
         [*command, "--host", "127.0.0.1"], env=env, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT
     )
+    return wait_ready(proc, port, log, seconds=900)  # building a 1M-item HNSW index at start took minutes
+
+
+def wait_ready(proc: subprocess.Popen, port: int, log: Path, seconds: float) -> subprocess.Popen:
+    """``proc`` once its ``/readyz`` answers 200; stopped, with its log's tail in the error, if it exits or stalls."""
     import httpx
 
-    deadline = time.monotonic() + 900  # building a 1M-item HNSW index takes minutes
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
-        time.sleep(1)
+        time.sleep(0.5)
     stop_server(proc)
     raise RuntimeError("server not ready in time")
 

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import Request, closed_loop, open_loop, summary
-from run import build_model, free_port, stop_server
+from run import build_model, free_port, stop_server, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -127,8 +127,6 @@ def register(model_dir: Path, name: str) -> str:
 
 
 def start_server(tag: str, port: int, log: Path, env: dict, workers: int) -> subprocess.Popen:
-    import httpx
-
     env = {**os.environ, **env, "HLLM_MODEL": tag, "HLLM_INDEX": "auto", "HLLM_WORKERS": str(workers)}
     env.pop("HLLM_REQUEST_LOG", None)
     command = [sys.executable, "-m", "bentoml", "serve", "hllm_serving.service:HLLMService", "--port", str(port)]
@@ -140,18 +138,7 @@ def start_server(tag: str, port: int, log: Path, env: dict, workers: int) -> sub
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    stop_server(proc)
-    raise RuntimeError("server not ready in time")
+    return wait_ready(proc, port, log, seconds=600)
 
 
 def bodies(n_items: int, users: list[str], count: int, seed: int = 2) -> list[Request]:
