@@ -2,7 +2,8 @@
 
 The transformers module costs ~2-5 ms per request for a 2x128 model on one thread, nearly all of it Python
 (module calls, mask building, config lookups): the arithmetic is ~20 MFLOP. `FastBertUser` reads the module's
-weights (the same tensors, never a copy) and computes only what ranking needs:
+weights (the same tensors; only q, k and v are concatenated once, at start) and computes only what ranking
+needs:
 
 - the batch is trimmed to its longest history (left padding beyond it is dropped: a history of 7 items costs 7
   positions, not ``max_seq_len``; position ids count real items only, so outputs are unchanged);
@@ -11,7 +12,7 @@ weights (the same tensors, never a copy) and computes only what ranking needs:
 
 `HLLMRecommender` uses it for `recommend` when the backbone is a supported BERT (`FastBertUser.supports`) and
 `check` finds its outputs equal to the module's (``atol``); otherwise, or with ``HLLM_USER_LLM=eager``, the
-transformers module is the reference path. Both are tested for parity (tests/training/test_fast_user.py).
+transformers module is the reference path. Both are tested for parity (tests/models/test_fast_user.py).
 """
 
 from __future__ import annotations
