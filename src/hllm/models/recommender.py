@@ -92,18 +92,26 @@ def encode_item_states(
     was_training = model.training
     model.eval()
     tokens = tokenize_items(items, tokenizer, model.config)  # (M, T) right-padded
-    lengths = tokens["attention_mask"].sum(dim=1)
-    order = torch.argsort(lengths, stable=True)  # batches of similar length: little padding computed
     states = torch.zeros(len(items), model.item_llm.hidden_size)
-    for start in range(0, len(items), batch_size):
-        rows = order[start : start + batch_size]
-        width = int(lengths[rows].max())
+    done = 0
+    for rows, width in length_batches(tokens["attention_mask"], batch_size):
         ids, mask = tokens["input_ids"][rows, :width], tokens["attention_mask"][rows, :width]
         states[rows] = model.item_llm.pooled(ids.to(model.device), mask.to(model.device)).float().cpu()  # (b, H)
+        done += len(rows)
         if progress is not None:
-            progress(min(start + batch_size, len(items)), len(items))
+            progress(done, len(items))
     model.train(was_training)
     return states
+
+
+def length_batches(attention_mask: Tensor, batch_size: int):
+    """``(rows, width)`` batches over the rows of a right-padded ``attention_mask``, in order of token length:
+    each batch's rows have similar lengths, so cutting them to ``width`` (their longest) leaves little padding."""
+    lengths = attention_mask.sum(dim=1)
+    order = torch.argsort(lengths, stable=True)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        yield rows, int(lengths[rows].max())
 
 
 def catalogue_states(model: HLLM, tokenizer, items: Sequence[Mapping], **kwargs) -> Tensor:

@@ -33,7 +33,13 @@ from torch import Tensor
 from hllm.config import TrainConfig
 from hllm.models.loss import CollapseDetector
 from hllm.models.modeling_hllm import HLLM
-from hllm.models.recommender import ENCODE_BATCH, ITEM_IDS_FILE, HLLMRecommender, catalogue_states
+from hllm.models.recommender import (
+    ENCODE_BATCH,
+    ITEM_IDS_FILE,
+    HLLMRecommender,
+    catalogue_states,
+    length_batches,
+)
 from hllm.models.text import tokenize_items
 
 logger = logging.getLogger(__name__)
@@ -139,12 +145,8 @@ class HLLMTask:
         was_training = self.model.training
         self.model.eval()
         ids, mask = self.tokens["input_ids"], self.tokens["attention_mask"]
-        lengths = mask.sum(dim=1)
         lower = torch.zeros(*ids.shape, self.model.item_llm.hidden_size)  # (N + 1, T, H)
-        order = torch.argsort(lengths)  # batches of similar length: little padding computed
-        for start in range(0, len(ids), ENCODE_BATCH):
-            rows = order[start : start + ENCODE_BATCH]
-            width = int(lengths[rows].max())
+        for rows, width in length_batches(mask, ENCODE_BATCH):
             lower[rows, :width] = self.model.item_llm.lower_states(ids[rows, :width], mask[rows, :width]).float()
         self.model.train(was_training)
         logger.info(
