@@ -85,6 +85,7 @@ def run_hllm(
     vocab: ItemVocab,
     budget_minutes: float,
     out_dir: Path,
+    seed: int = 0,
     recipe: str = "hllm",
 ) -> dict:
     """Train HLLM (one of `RECIPES`) under the budget; score the best-by-validation weights on valid and test."""
@@ -100,6 +101,7 @@ def run_hllm(
         "max_seq_len": MAX_SEQ_LEN,
         "max_minutes": budget_minutes,
         "eval_batch_size": 1024,
+        "seed": seed,
         **train_values,
         **json.loads(os.environ.get("HLLM_TRAIN_OVERRIDES", "{}")),
     }

@@ -53,6 +53,7 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--splits", default="loo,cold", help="which splits to run: loo, cold or both")
     parser.add_argument("--work", type=Path, default=None, help="training runs; default runs/quality-<dataset>")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every trained model (init, data order, negatives)")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in args.models if m not in RUNNERS]
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": _machine(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "budget_minutes": args.budget_minutes,
+        "seed": args.seed,
         "protocol": "leave-one-out; full ranking over all items; history masked; pessimistic ties; max_seq_len 50",
         "loo_split": splits["loo"].info if "loo" in splits else None,
         "cold_split": splits["cold"].info if "cold" in splits else None,
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             logger.info("running %s on the %s split", name, split_name)
             run_dir = args.work / split_name / name
             run_dir.mkdir(parents=True, exist_ok=True)
-            run = RUNNERS[name](dataset, split, vocab, args.budget_minutes, run_dir)
+            run = RUNNERS[name](dataset, split, vocab, args.budget_minutes, run_dir, seed=args.seed)
             result["models"].setdefault(name, {})[split_name] = run
             if (run_dir / "curve.png").exists():  # the training curve is small; checkpoints stay in --work
                 (args.out / "curves").mkdir(exist_ok=True)

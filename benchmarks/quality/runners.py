@@ -2,7 +2,7 @@
 
 Every runner has the same signature and result, so a new model is one function plus one registry entry::
 
-    def run_mymodel(dataset, split, vocab, budget_minutes, out_dir) -> dict:
+    def run_mymodel(dataset, split, vocab, budget_minutes, out_dir, seed=0) -> dict:
         ...  # train on split.train, select on split.valid, score split.test (see protocol.score)
         return {"metrics_valid": {...}, "metrics_test": {...}, "train_seconds": 0.0, "params": 0, "config": {...}}
 
@@ -10,7 +10,8 @@ Every runner has the same signature and result, so a new model is one function p
 
 ``dataset`` is the validated `hllm.data.schema.Dataset` (items carry the text), ``split`` a
 `protocol.BenchSplit` (``loo`` or ``cold``; the same runner serves both), ``vocab`` the `ItemVocab` (index 0 =
-padding, 1..N = items), ``budget_minutes`` the training wall-clock budget, ``out_dir`` a folder of its own.
+padding, 1..N = items), ``budget_minutes`` the training wall-clock budget, ``out_dir`` a folder of its own,
+``seed`` the run's seed (``--seed``: model init, data order, negatives; runners that train nothing ignore it).
 Metrics come from `protocol.score`, the library's evaluation entry point (full ranking, history masked); on the
 ``cold`` split ``metrics_test`` also holds ``cold/...`` keys, the same metrics over targets that are cold items.
 """
@@ -34,7 +35,7 @@ from hllm.training.data import ItemVocab
 
 logger = logging.getLogger("quality.runners")
 
-Runner = Callable[[Dataset, BenchSplit, ItemVocab, float, Path], dict]
+Runner = Callable[..., dict]  # (dataset, split, vocab, budget_minutes, out_dir, seed=0) -> result
 
 # The tuned SASRec (docs/quality.md, "How SASRec was tuned"): selected on validation only.
 SASREC_MODEL = {"hidden": 64, "num_layers": 2, "num_heads": 2, "dropout": 0.5}
@@ -53,7 +54,9 @@ TEXT_MODEL = "all-MiniLM-L6-v2"
 TEXT_FIELDS = ("title", "tag", "description")
 
 
-def run_popularity(dataset: Dataset, split: BenchSplit, vocab: ItemVocab, budget_minutes: float, out_dir: Path) -> dict:
+def run_popularity(
+    dataset: Dataset, split: BenchSplit, vocab: ItemVocab, budget_minutes: float, out_dir: Path, seed: int = 0
+) -> dict:
     """Rank every item by its number of training interactions (the same list for every user, history masked)."""
     started = time.perf_counter()
     scorer = popularity_scorer(split.train, vocab.num_items)
@@ -91,8 +94,10 @@ def text_item_vectors(dataset: Dataset, vocab: ItemVocab) -> torch.Tensor:
     return _TEXT_CACHE[key]
 
 
-def run_text(dataset: Dataset, split: BenchSplit, vocab: ItemVocab, budget_minutes: float, out_dir: Path) -> dict:
-    """Rank items by cosine similarity of their MiniLM text embedding to the user's last history item's."""
+def run_text(
+    dataset: Dataset, split: BenchSplit, vocab: ItemVocab, budget_minutes: float, out_dir: Path, seed: int = 0
+) -> dict:
+    """Rank items by cosine similarity of their MiniLM text embedding to the user's last history item's (no seed)."""
     started = time.perf_counter()
     items = text_item_vectors(dataset, vocab)
     seconds = time.perf_counter() - started  # encoding the catalogue; there is no training
@@ -113,6 +118,7 @@ def run_sasrec(
     vocab: ItemVocab,
     budget_minutes: float,
     out_dir: Path,
+    seed: int = 0,
     *,
     model_overrides: dict | None = None,
     train_overrides: dict | None = None,
@@ -129,8 +135,8 @@ def run_sasrec(
     from hllm.training.trainer import train
 
     model_kw = {**SASREC_MODEL, **(model_overrides or {})}
-    train_kw = {**SASREC_TRAIN, **(train_overrides or {})}
-    torch.manual_seed(train_kw.get("seed", 0))
+    train_kw = {**SASREC_TRAIN, "seed": seed, **(train_overrides or {})}
+    torch.manual_seed(train_kw["seed"])
     task = SASRecTask(SASRecConfig(num_items=vocab.num_items, max_seq_len=MAX_SEQ_LEN, **model_kw))
     config = TrainConfig(
         model="sasrec",

@@ -281,6 +281,13 @@ def test_item_id_in_target_round_trips_through_the_predictor(dataset, tmp_path: 
     assert not torch.allclose(predictor.raw_vectors[1:], text_only[1:], atol=1e-4)
     ids_part = predictor.model.id_vectors(torch.arange(1, 49))
     assert torch.allclose(predictor.raw_vectors[1:], text_only[1:] + ids_part, atol=1e-5)
+    # An item no training sequence holds (here: validation/test targets only, e.g. the late cold items) has a zero
+    # id vector, as an item added after training gets at serving; every trained item has a learned one.
+    vocab = ItemVocab.from_items(dataset.items)
+    training = {i for sequence in train_sequences(leave_one_out(dataset.interactions), vocab) for i in sequence}
+    untrained = sorted(set(range(1, 49)) - training)
+    assert untrained and all(ids_part[i - 1].abs().sum() == 0 for i in untrained)
+    assert all(ids_part[i - 1].abs().sum() > 0 for i in training)
     metrics = evaluate_dataset(predictor, dataset)["valid"]
     assert metrics["ndcg@10"] == pytest.approx(result.best_metrics["ndcg@10"], abs=1e-5)
 

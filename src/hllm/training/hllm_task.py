@@ -174,12 +174,21 @@ class HLLMTask:
         return torch.cat(chunks)
 
     def set_training_items(self, items: Tensor) -> None:
-        """Draw negatives from these item indices only: the items of the training data.
+        """Draw negatives from these item indices only: the items of the training data; zero the others' id vectors.
 
         An item that never occurs in training would otherwise only ever be a negative, and its id vector would
-        learn to push it down: exactly the cold items the text should make recommendable.
+        learn to push it down: exactly the cold items the text should make recommendable. Its id vector gets no
+        gradient at all, so it would keep its random initialisation: it is set to zero instead (and stays zero
+        under AdamW), which is what an item added after training gets at serving (`HLLMRecommender.id_vectors`)
+        and what `item_id_dropout` trains the model to score: text alone.
         """
         self.negative_items = items[items > 0]
+        table = self.model.item_id_embedding
+        if table is not None:
+            untrained = torch.ones(table.num_embeddings, dtype=torch.bool)
+            untrained[self.negative_items[self.negative_items < table.num_embeddings]] = False
+            with torch.no_grad():
+                table.weight[untrained.to(table.weight.device)] = 0.0
 
     def _negatives(self) -> Tensor:
         # Uniformly sampled item ids (HLLM.md "Negatives"); index 0 is padding and never drawn.
