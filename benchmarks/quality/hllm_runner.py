@@ -79,6 +79,10 @@ RECIPES = {
 }
 
 
+# Environment variables (JSON) that change the chosen recipe, for experiments; run.py records them with the command.
+MODEL_OVERRIDES, TRAIN_OVERRIDES = "HLLM_MODEL_OVERRIDES", "HLLM_TRAIN_OVERRIDES"
+
+
 def run_hllm(
     dataset: Dataset,
     split: BenchSplit,
@@ -96,14 +100,14 @@ def run_hllm(
 
     started = time.perf_counter()
     model_values, train_values, item_llm = RECIPES[recipe]
-    model_values = {**model_values, **json.loads(os.environ.get("HLLM_MODEL_OVERRIDES", "{}"))}
+    model_values = {**model_values, **json.loads(os.environ.get(MODEL_OVERRIDES, "{}"))}
     train_values = {
         "max_seq_len": MAX_SEQ_LEN,
         "max_minutes": budget_minutes,
         "eval_batch_size": 1024,
         "seed": seed,
         **train_values,
-        **json.loads(os.environ.get("HLLM_TRAIN_OVERRIDES", "{}")),
+        **json.loads(os.environ.get(TRAIN_OVERRIDES, "{}")),
     }
     run = run_config_from_dict({"train": train_values, "hllm": model_values})
     config = run.train

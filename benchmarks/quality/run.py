@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -29,6 +30,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+from hllm_runner import MODEL_OVERRIDES, TRAIN_OVERRIDES
 from protocol import cold_split, loo_split, parse_cut
 from runners import RUNNERS
 
@@ -67,6 +69,13 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     args.out = args.out or Path("benchmarks/results") / f"quality-{args.data.resolve().name}"
     args.work = args.work or Path("runs") / f"quality-{args.data.resolve().name}"
     return args
+
+
+def _command() -> str:
+    """The command line as run, with the recipe overrides of the environment in front (they change the result)."""
+    overrides = [name for name in (MODEL_OVERRIDES, TRAIN_OVERRIDES) if os.environ.get(name)]
+    env = [f"{name}={shlex.quote(os.environ[name])}" for name in overrides]
+    return " ".join([*env, Path(sys.executable).name, *map(shlex.quote, sys.argv)])
 
 
 def _machine() -> dict:
@@ -158,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         "dataset": args.data.resolve().name,
         "data": str(args.data),
         "fingerprint": dataset.fingerprint(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": _command(),
         "machine": _machine(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "budget_minutes": args.budget_minutes,
