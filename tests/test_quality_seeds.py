@@ -51,5 +51,13 @@ def test_one_seed_has_no_spread() -> None:
 def test_refuses_mixed_datasets_and_repeated_seeds() -> None:
     with pytest.raises(SystemExit, match="different datasets"):
         seeds.summarise([_result(0, 0.07), _result(1, 0.07, fingerprint="other")])
-    with pytest.raises(SystemExit, match="repeat a seed"):
+    with pytest.raises(SystemExit, match="repeat seed 0 of hllm"):
         seeds.summarise([_result(0, 0.07), _result(0, 0.08)])
+
+
+def test_one_seed_may_come_from_several_runs_of_different_models() -> None:
+    other = _result(0, 0.06)
+    other["models"] = {"sasrec": other["models"].pop("hllm")}
+    summary = seeds.summarise([_result(0, 0.07), other, _result(1, 0.09)])
+    assert summary["models"]["hllm"]["seeds"] == [0, 1] and summary["models"]["sasrec"]["seeds"] == [0]
+    assert summary["models"]["hllm"]["columns"]["test N@10"]["mean"] == pytest.approx(0.08)

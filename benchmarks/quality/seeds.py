@@ -6,7 +6,8 @@
 
 Each input is a folder holding the ``result.json`` of one `run.py --seed N` call. Writes ``seeds.json`` (every
 metric per model, split and seed, with mean and sample standard deviation) and ``seeds.md`` to ``--out``. Refuses
-inputs whose dataset fingerprints differ or that repeat a seed.
+inputs whose dataset fingerprints differ, or that hold the same model with the same seed twice (one seed's
+models may come from several runs, e.g. ``--models sasrec,hllm`` and ``--models hllm-partial``).
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ def summarise(results: list[dict]) -> dict:
     """Per model and column: the value of every seed, their mean and standard deviation (None if one seed)."""
     if len({r["fingerprint"] for r in results}) != 1:
         raise SystemExit("the inputs come from different datasets (their fingerprints differ)")
-    seeds = [r.get("seed", 0) for r in results]
-    if len(set(seeds)) != len(seeds):
-        raise SystemExit(f"the inputs repeat a seed: {seeds}")
     models: dict[str, dict] = {}
-    for result, seed in zip(results, seeds, strict=True):
+    for result in results:
+        seed = result.get("seed", 0)
         for name, runs in result["models"].items():
             entry = models.setdefault(name, {"seeds": [], "columns": {}, "train_minutes": []})
+            if seed in entry["seeds"]:
+                raise SystemExit(f"the inputs repeat seed {seed} of {name}")
             entry["seeds"].append(seed)
             minutes = [run["train_seconds"] / 60 for run in runs.values() if run.get("train_seconds") is not None]
             entry["train_minutes"].append(round(sum(minutes), 2))
