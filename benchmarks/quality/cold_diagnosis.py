@@ -24,13 +24,18 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from protocol import cold_split, loo_split, parse_cut, score
-from run import DEFAULT_CUTS
+from protocol import score
+from run import load_splits
 
-from hllm.data.readers import read_raw
-from hllm.data.validation import validate_tables
 from hllm.models.recommender import load_recommender
-from hllm.training.data import ItemVocab
+from hllm.training.data import left_pad
+
+
+def score_parts(model) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N + 1, D) item vectors as trained, their id parts and their text parts (item = text + id)."""
+    items = model.item_vectors()
+    ids = model.id_vectors(torch.arange(len(items)))
+    return items, ids, items - ids
 
 
 class TextTargets:
@@ -38,8 +43,7 @@ class TextTargets:
 
     def __init__(self, model) -> None:
         self.model, self.max_seq_len, self.similarity = model, model.max_seq_len, model.similarity
-        self.full = model.item_vectors()
-        self.text = self.full - model.id_vectors(torch.arange(len(self.full)))
+        self.full, _, self.text = score_parts(model)
 
     def item_vectors(self) -> torch.Tensor:
         return self.text
@@ -48,20 +52,9 @@ class TextTargets:
         return self.model.user_vectors(histories, self.full)
 
 
-def _pad(histories: list[list[int]], max_len: int) -> torch.Tensor:
-    rows = [h[-max_len:] for h in histories]
-    out = torch.zeros(len(rows), max_len, dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            out[i, -len(row) :] = torch.tensor(row)
-    return out
-
-
 def cold_users_report(model, test) -> dict:
     """Where the cold-item targets' users rank what: see the module docstring."""
-    items = model.item_vectors()
-    ids = model.id_vectors(torch.arange(len(items)))
-    text = items - ids
+    items, ids, text = score_parts(model)
     trained = ids.abs().sum(dim=1) > 0
     norms = {
         "warm_items": items[1:][trained[1:]].norm(dim=-1).mean().item(),
@@ -69,17 +62,17 @@ def cold_users_report(model, test) -> dict:
         "warm_items_text_part": text[1:][trained[1:]].norm(dim=-1).mean().item(),
     }
     trained[0] = True  # padding: never ranked
-    cold_users = torch.nonzero(test.cold).flatten()
-    histories = _pad([test.histories[i] for i in cold_users.tolist()], model.max_seq_len)
-    users = model.user_vectors(histories, items)
+    cold_users = torch.nonzero(test.cold).flatten().tolist()
+    histories = [test.histories[i] for i in cold_users]
+    users = model.user_vectors(left_pad(histories, model.max_seq_len), items)
     if model.similarity == "cosine":  # the score is the cosine: the id vector also changes the item's norm
         users = torch.nn.functional.normalize(users, dim=-1)
         scale = items.norm(dim=-1).clamp_min(1e-12)[:, None]
         items, ids, text = items / scale, ids / scale, text / scale
     scores = users @ items.T
     scores[:, 0] = -torch.inf
-    for row, history in enumerate(histories.tolist()):
-        scores[row, [h for h in history if h]] = -torch.inf  # history masked, as in the evaluation
+    for row, history in enumerate(histories):
+        scores[row, history] = -torch.inf  # the whole history masked, as in the evaluation
     top = scores.topk(10, dim=1).indices
     rows = torch.arange(len(cold_users))
     targets = test.targets[cold_users]
@@ -106,18 +99,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", type=Path, required=True, help="a model folder written by run.py --work")
     parser.add_argument("--split", choices=("cold", "loo"), default="cold", help="the split the model was trained on")
-    parser.add_argument("--cut", default=None, help="default: the dataset's cut in run.py")
+    parser.add_argument("--cut", default=None, help="default: the dataset's cut in run.py (DEFAULT_CUTS)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
-    dataset = validate_tables(read_raw(args.data), policy="strict").dataset
-    vocab = ItemVocab.from_items(dataset.items)
-    if args.split == "cold":
-        split = cold_split(dataset, vocab, parse_cut(dataset, args.cut or DEFAULT_CUTS.get(args.data.name), 0.9))
-    else:
-        split, _ = loo_split(dataset, vocab)
+    split = load_splits(args.data, [args.split], args.cut)[2][args.split]
     model = load_recommender(args.model)
     diagnosis = {"model": str(args.model), "split": args.split}
     if args.split == "cold":

@@ -31,10 +31,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 from hllm_runner import MODEL_OVERRIDES, TRAIN_OVERRIDES
-from protocol import cold_split, loo_split, parse_cut
+from protocol import BenchSplit, cold_split, loo_split, parse_cut
 from runners import RUNNERS
 
 from hllm.data.readers import read_raw
+from hllm.data.schema import Dataset
 from hllm.data.validation import validate_tables
 from hllm.training.data import ItemVocab
 
@@ -64,11 +65,30 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     args.splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     if not set(args.splits) <= {"loo", "cold"} or not args.splits:
         parser.error("--splits must name loo and/or cold")
-    if args.cut is None:
-        args.cut = DEFAULT_CUTS.get(args.data.resolve().name)
     args.out = args.out or Path("benchmarks/results") / f"quality-{args.data.resolve().name}"
     args.work = args.work or Path("runs") / f"quality-{args.data.resolve().name}"
     return args
+
+
+def load_splits(
+    data: Path, names: list[str], cut: str | None = None, cut_quantile: float = 0.9
+) -> tuple[Dataset, ItemVocab, dict[str, BenchSplit]]:
+    """The dataset as the strict validation gate accepts it, its vocabulary and the named splits (loo, cold).
+
+    The cold split cuts at ``cut``, else at the dataset's entry in `DEFAULT_CUTS`, else at ``cut_quantile``.
+    """
+    report = validate_tables(read_raw(data), policy="strict")
+    if not report.passed:
+        raise SystemExit(f"{data} failed the validation gate: {report.reasons}")
+    dataset = report.dataset
+    vocab = ItemVocab.from_items(dataset.items)
+    splits = {}
+    if "loo" in names:
+        splits["loo"], _ = loo_split(dataset, vocab)
+    if "cold" in names:
+        cut = cut if cut is not None else DEFAULT_CUTS.get(data.resolve().name)
+        splits["cold"] = cold_split(dataset, vocab, parse_cut(dataset, cut, cut_quantile))
+    return dataset, vocab, splits
 
 
 def _command() -> str:
@@ -150,17 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = validate_tables(read_raw(args.data), policy="strict")
-    if not report.passed:
-        raise SystemExit(f"{args.data} failed the validation gate: {report.reasons}")
-    dataset = report.dataset
-    vocab = ItemVocab.from_items(dataset.items)
-    splits = {}
-    if "loo" in args.splits:
-        splits["loo"], _ = loo_split(dataset, vocab)
-    if "cold" in args.splits:
-        cut = parse_cut(dataset, args.cut, args.cut_quantile)
-        splits["cold"] = cold_split(dataset, vocab, cut)
+    dataset, vocab, splits = load_splits(args.data, args.splits, args.cut, args.cut_quantile)
+    if "cold" in splits:
         logger.info("cold-start split: %s", splits["cold"].info)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
